@@ -1,0 +1,17 @@
+"""The library's error type: one clear message that says what is wrong and what to do."""
+
+from __future__ import annotations
+
+__all__ = ["ChainDivergedError", "LatentEBMError"]
+
+
+class LatentEBMError(Exception):
+    """A user-facing error. The command line prints ``error: <message>`` and exits non-zero.
+
+    Raise it for anything a user can fix (bad config value, missing or corrupt data file,
+    existing run directory, ...); the message must name the culprit and the remedy.
+    """
+
+
+class ChainDivergedError(LatentEBMError):
+    """A Langevin chain produced a NaN or Inf."""

@@ -1,0 +1,93 @@
+"""Networks of the paper's Appendix A.2: DCGAN-like generators and the ratio network.
+
+Generators (Table 5) are stacks of transposed convolutions with LeakyReLU(0.2), a Tanh output
+and no normalisation layers; each family is a list of layer specs keyed by the image size, so a
+new resolution is one more entry. Every weight gets Xavier initialisation (A.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["GENERATOR_FAMILIES", "Generator", "RatioNet", "xavier_init"]
+
+# Layer specs: (width multiple of ngf, kernel, stride, padding); width 0 means image channels.
+# The first layer maps the (nz, 1, 1) latent to a k x k map, each stride-2 layer doubles it.
+GENERATOR_FAMILIES: dict[str, list[tuple[int, int, int, int]]] = {
+    # 8x8, scikit-learn digits (the small member of the family): 2x2 -> 4x4 -> 8x8.
+    "8": [(4, 2, 1, 0), (2, 4, 2, 1), (0, 4, 2, 1)],
+    # 28x28, MNIST and Fashion-MNIST: 7x7 -> 14x14 -> 28x28.
+    "28": [(4, 7, 1, 0), (2, 4, 2, 1), (0, 4, 2, 1)],
+    # 32x32, SVHN (Table 5 top): 4x4 -> 8x8 -> 16x16 -> 32x32.
+    "32": [(8, 4, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (0, 4, 2, 1)],
+    # 64x64, CelebA (Table 5 middle): 4 -> 8 -> 16 -> 32 -> 64.
+    "64": [(8, 4, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (1, 4, 2, 1), (0, 4, 2, 1)],
+    # 32x32 CIFAR-10 (Table 5 bottom): 8 -> 16 -> 32, then a 3x3 stride-1 output layer.
+    "cifar10": [(8, 8, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (0, 3, 1, 1)],
+}
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every linear and (transposed) conv layer."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """``g(z)``: latent ``(B, nz)`` to image ``(B, C, H, W)`` in ``[-1, 1]``.
+
+    Arguments:
+        nz: latent dimension.
+        ngf: base width.
+        channels: image channels C.
+        size: image size H = W (8, 28, 32 or 64).
+        arch: ``"auto"`` picks the family by ``size``; ``"cifar10"`` the CIFAR-10 one.
+    """
+
+    def __init__(self, nz: int, ngf: int, channels: int, size: int, arch: str = "auto") -> None:
+        super().__init__()
+        key = str(size) if arch == "auto" else arch
+        if key not in GENERATOR_FAMILIES:
+            known = ", ".join(k for k in GENERATOR_FAMILIES if k.isdigit())
+            raise ValueError(f"no generator for {size}x{size} images (sizes: {known})")
+        layers: list[nn.Module] = []
+        c_in = nz
+        specs = GENERATOR_FAMILIES[key]
+        for i, (mult, k, s, p) in enumerate(specs):
+            c_out = mult * ngf if mult else channels
+            layers.append(nn.ConvTranspose2d(c_in, c_out, k, s, p))
+            layers.append(nn.Tanh() if i == len(specs) - 1 else nn.LeakyReLU(0.2))
+            c_in = c_out
+        self.net = nn.Sequential(*layers)
+        self.nz = nz
+        xavier_init(self)
+        out = self.net(torch.zeros(1, nz, 1, 1)).shape[-1]
+        if out != size:
+            raise ValueError(f"generator family '{key}' makes {out}x{out} images, not {size}")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, nz)`` -> ``(B, C, H, W)``."""
+        return self.net(z[:, :, None, None])
+
+
+class RatioNet(nn.Module):
+    """``f(z) = log r(z)``: ``(B, nz)`` -> ``(B,)`` (paper Table 4, LeakyReLU slope 0.1)."""
+
+    def __init__(self, nz: int, hidden: int = 200) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(nz, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, 1),
+        )
+        xavier_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, nz)`` -> ``(B,)``."""
+        return self.net(z).squeeze(-1)

@@ -1,0 +1,340 @@
+"""The training loop (Algorithm 1), run directories, checkpoints and exact resume.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON line per ``log_every``
+iterations: window means of the losses), ``checkpoint.pt`` (written atomically) and, after
+training, the figures. Every random number of iteration ``t`` is a function of
+``(seed, t, stream)`` (:mod:`latent_ebm.rng`), so a run resumed from a checkpoint ends with
+exactly the parameters of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from latent_ebm import rng
+from latent_ebm.config import Config, load_config, num_stages, save_config, validate
+from latent_ebm.data import Dataset, load_dataset, to_float
+from latent_ebm.errors import ChainDivergedError, LatentEBMError
+from latent_ebm.memory import MemoryBank
+from latent_ebm.model import LatentEBM, build_model
+from latent_ebm.priors import stage_of
+
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "TrainingInterrupted",
+    "batch_indices",
+    "load_run",
+    "prepare_run_dir",
+    "read_metrics",
+    "resolve_device",
+    "train",
+]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+class TrainingInterrupted(LatentEBMError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LatentEBMError(f"config field 'train.device' is '{name}' but no GPU is available")
+    return torch.device(name)
+
+
+def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Data-set indices of the global mini-batch of ``iteration``, ``(batch_size,)``.
+
+    Each epoch is a permutation seeded by ``(seed, epoch)``; the last partial batch of an
+    epoch is dropped, so iteration ``t`` always sees the same examples.
+    """
+    per_epoch = num_train // batch_size
+    epoch, b = divmod(iteration, per_epoch)
+    perm = torch.randperm(num_train, generator=rng.generator_for(seed, epoch, rng.BATCH_ORDER))
+    return perm[b * batch_size : (b + 1) * batch_size]
+
+
+def prepare_run_dir(out: Path, cfg: Config | None, resume: bool, force: bool) -> Config:
+    """Create or reopen a run directory; returns the run's config.
+
+    A new run writes ``config.yaml``; ``resume`` reads it back (``cfg`` must then be
+    ``None``); ``force`` deletes an earlier run in ``out`` first.
+    """
+    exists = out.exists() and any(out.iterdir())
+    if resume:
+        if not (out / CONFIG).exists():
+            raise LatentEBMError(f"cannot resume: {out / CONFIG} does not exist")
+        return load_config(out / CONFIG)
+    if exists and not force:
+        raise LatentEBMError(
+            f"run directory {out} already exists; pass --resume to continue it "
+            "or --force to start over"
+        )
+    if exists:
+        if not (out / CONFIG).exists():
+            raise LatentEBMError(
+                f"{out} is not empty and holds no {CONFIG}: it does not look like a run "
+                "directory, so --force will not delete it; choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    assert cfg is not None
+    save_config(cfg, out / CONFIG)
+    return cfg
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any], last_good: int) -> None:
+    """``torch.save`` to a temporary file, then an atomic rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LatentEBMError(
+            f"could not write checkpoint {path} ({e.strerror or e}); free disk space and "
+            f"rerun with --resume (the checkpoint at iteration {last_good} is intact)"
+        ) from None
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise LatentEBMError(f"no checkpoint at {path}: train the run first") from None
+    except Exception as e:  # a truncated or foreign file fails in many ways inside torch
+        raise LatentEBMError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl`` as dicts."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint we resume from."""
+    if path.exists():
+        keep = [m for m in read_metrics(path.parent) if m["iteration"] <= iteration]
+        path.write_text("".join(json.dumps(m) + "\n" for m in keep))
+
+
+@contextmanager
+def _catch_signals() -> Any:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks after each iteration."""
+    caught: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    old = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield caught
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Config, LatentEBM, dict[str, Any]]:
+    """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LatentEBMError(f"run directory {run_dir} does not exist")
+    cfg = load_config(run_dir / CONFIG)
+    state = _load_checkpoint(run_dir / CHECKPOINT)
+    model = build_model(cfg, tuple(state["shape"]))
+    model.load_state_dict(state["model"])
+    return cfg, model.to(device).eval(), state
+
+
+def train(
+    cfg: Config | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    max_iters: int | None = None,
+    progress: bool = True,
+    data: Dataset | None = None,
+) -> LatentEBM:
+    """Train the model of ``cfg`` by Algorithm 1 into the run directory ``out``.
+
+    Arguments:
+        cfg: the configuration (``None`` with ``resume``: the run's own).
+        out: run directory.
+        resume: continue from ``out/checkpoint.pt`` exactly.
+        force: delete an existing run in ``out`` first.
+        max_iters: stop after this many iterations in all (the stage schedule still follows
+            ``train.iters``), e.g. to resume later.
+        progress: show a tqdm bar.
+        data: an already loaded data set (default: load ``cfg.data``).
+
+    Returns:
+        The trained model.
+
+    Raises:
+        LatentEBMError: bad config or run directory, data errors, a diverged chain (the last
+            good checkpoint is kept) or a full disk; ``TrainingInterrupted`` after a signal.
+    """
+    out = Path(out)
+    cfg = prepare_run_dir(out, cfg, resume, force)
+    t_cfg = cfg.train
+    data = data if data is not None else load_dataset(cfg.data.name, cfg.data.data_dir)
+    num_train = len(data.train_x)
+    validate(cfg, num_train)
+    device = resolve_device(t_cfg.device)
+    iters, stages, batch = t_cfg.iters, num_stages(cfg), t_cfg.batch_size
+
+    # Build the model, the generator's optimiser and the memory bank.
+    torch.manual_seed(t_cfg.seed)
+    model = build_model(cfg, data.shape).to(device)
+    opt_g = torch.optim.Adam(
+        model.generator.parameters(), lr=t_cfg.lr, betas=(t_cfg.beta1, t_cfg.beta2)
+    )
+    bank = MemoryBank(num_train, cfg.model.nz, t_cfg.seed, device)
+    start, elapsed, window = 0, 0.0, defaultdict(list)
+
+    # Restore a checkpoint.
+    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
+    if resume and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        model.prior.load_optimizer_state(state["opt_prior"])
+        bank.load_state_dict(state["bank"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        start, elapsed = state["iteration"], state["elapsed"]
+        window = defaultdict(list, state["window"])
+        _truncate_metrics(metrics_path, start)
+    elif resume:
+        metrics_path.unlink(missing_ok=True)
+
+    def snapshot(iteration: int) -> dict[str, Any]:
+        return {
+            "iteration": iteration,
+            "elapsed": elapsed + time.perf_counter() - t0,
+            "shape": data.shape,
+            "config": cfg,
+            "model": model.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_prior": model.prior.optimizer_state(),
+            "bank": bank.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "window": dict(window),
+        }
+
+    stop = iters if max_iters is None else min(max_iters, iters)
+    last_saved = start
+    t0 = time.perf_counter()
+    bar = tqdm(total=stop, initial=start, disable=not progress, desc="train", unit="it")
+    with _catch_signals() as caught, metrics_path.open("a") as log:
+        for it in range(start, stop):
+            stage = stage_of(it, iters, stages)
+            if window and window["stage"][-1] != stage:  # flush the window at a transition
+                _write_log(log, window, it, elapsed + time.perf_counter() - t0)
+            model.prior.set_stage(stage, bank)
+            model.train()
+            idx = batch_indices(it, num_train, batch, t_cfg.seed)
+            x = to_float(data.train_x[idx]).to(device)
+            streams = rng.Streams(t_cfg.seed, it, batch, slice(0, batch), device)
+
+            # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank.
+            z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
+            noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
+            try:
+                z = model.infer(x, z0, t_cfg.post_steps, t_cfg.post_step_size, noise, training=True)
+            except ChainDivergedError as e:
+                raise ChainDivergedError(
+                    f"iteration {it + 1}: posterior chain of data-set examples "
+                    f"{_rows_to_examples(str(e), idx)} diverged (NaN/Inf); stopped, the last "
+                    f"good checkpoint (iteration {last_saved}) is kept in {out}; lower "
+                    f"train.post_step_size (now {t_cfg.post_step_size})"
+                ) from None
+            bank.write(idx, z)
+
+            # Update the ratio network of this stage (Alg. 1 step 3).
+            logs = model.prior.train_step(z, streams, bank)
+
+            # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7).
+            loss_g = model.generator_loss(x, z)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if not torch.isfinite(loss_g):
+                raise LatentEBMError(
+                    f"iteration {it + 1}: generator loss is {loss_g.item()}; the last good "
+                    f"checkpoint (iteration {last_saved}) is kept; lower train.lr"
+                )
+
+            # Log window means, checkpoint.
+            window["stage"].append(stage)
+            window["loss_g"].append(loss_g.item())
+            for k, v in logs.items():
+                window[k].append(v)
+            done = it + 1
+            if done % t_cfg.log_every == 0:
+                _write_log(log, window, done, elapsed + time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(stage=stage, loss_g=f"{loss_g.item():.1f}", **_fmt(logs))
+            if done % t_cfg.ckpt_every == 0 or done == stop or caught:
+                if done == iters:  # the last transition: every ratio joins the prior
+                    model.prior.set_stage(stage_of(iters, iters, stages), bank)
+                log.flush()
+                _save_checkpoint(ckpt_path, snapshot(done), last_saved)
+                last_saved = done
+            if caught:
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted by signal {caught[0]} at iteration {done}; checkpoint saved, "
+                    f"continue with --resume --out {out}"
+                )
+    bar.close()
+    return model.eval()
+
+
+def _rows_to_examples(message: str, idx: torch.Tensor) -> str:
+    """Map the 'rows ...' of a chain error to data-set indices."""
+    inside = message.rsplit("(rows ", 1)[-1].rstrip(")")
+    rows = [int(r) for r in inside.replace("...", "").split(",") if r.strip().isdigit()]
+    return ", ".join(str(int(idx[r])) for r in rows) + (" ..." if "..." in inside else "")
+
+
+def _fmt(logs: dict[str, float]) -> dict[str, str]:
+    return {k: f"{v:.3f}" for k, v in logs.items()}
+
+
+def _write_log(log: Any, window: dict[str, list[float]], iteration: int, t: float) -> None:
+    """One line of ``metrics.jsonl``: the window's stage and mean losses, then reset."""
+    line = {"iteration": iteration, "stage": int(window.pop("stage")[-1]), "time": round(t, 3)}
+    line.update({k: float(np.mean(v)) for k, v in window.items() if v})
+    log.write(json.dumps(line) + "\n")
+    window.clear()
