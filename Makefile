@@ -1,0 +1,30 @@
+# `make demo`: install into .venv and train the digits demo (samples, figures, test MSE in runs/digits).
+# `make test`: install into .venv with the test tools and run the test suite.
+# CPU installs pin PyTorch's CPU build; GPU users pass their own, e.g.
+#   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint install clean
+
+$(BIN)/latent-ebm: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/latent-ebm
+
+demo: install
+	$(BIN)/latent-ebm train --preset digits --out runs/digits --force
+
+test: install
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs

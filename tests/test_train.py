@@ -1,0 +1,233 @@
+"""Training loop: exact resume, checkpoints, diverged chains, signals, bad input, the CLI."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from latent_ebm import rng
+from latent_ebm.cli import main
+from latent_ebm.errors import ChainDivergedError, LatentEBMError
+from latent_ebm.train import CHECKPOINT, read_metrics, train
+from tests.conftest import TINY, tiny_config
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / CHECKPOINT, weights_only=False)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a["iteration"] == b["iteration"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for (pa, va), (pb, vb) in zip(
+        a["opt_g"]["state"].items(), b["opt_g"]["state"].items(), strict=True
+    ):
+        assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
+    assert torch.equal(a["bank"]["bank"], b["bank"]["bank"])
+    assert torch.equal(a["bank"]["snapshot"], b["bank"]["snapshot"])
+    for sa, sb in zip(a["opt_prior"], b["opt_prior"], strict=True):
+        for (pa, va), (pb, vb) in zip(sa["state"].items(), sb["state"].items(), strict=True):
+            assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
+
+
+@pytest.mark.parametrize("mode", ["persistent", "langevin"])
+def test_resume_equals_uninterrupted(tmp_path, digits, mode):
+    """Stop at n = 6 (mid stage 1 of 2... the transition is at 6), resume to 12: same result."""
+    cfg = tiny_config(f"prior.prior_samples={mode}", "prior.prior_steps=3")
+    train(cfg, tmp_path / "full", progress=False, data=digits)
+    train(cfg, tmp_path / "part", progress=False, data=digits, max_iters=6)
+    assert _state(tmp_path / "part")["iteration"] == 6
+    train(None, tmp_path / "part", resume=True, progress=False, data=digits)
+    full, part = _state(tmp_path / "full"), _state(tmp_path / "part")
+    _assert_same_state(full, part)
+    assert int(full["model"]["prior.stage"]) == 2  # every ratio joined the final prior
+    strip = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "full")]
+    again = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "part")]
+    assert strip == again
+    assert [m["iteration"] for m in strip] == [2, 4, 6, 8, 10, 12]
+
+
+def test_resume_after_checkpoint_mid_window_truncates_log(tmp_path, digits):
+    cfg = tiny_config("train.ckpt_every=3", "train.log_every=2")
+    train(cfg, tmp_path / "full", progress=False, data=digits)
+    train(cfg, tmp_path / "part", progress=False, data=digits, max_iters=5)
+    # The stop at 5 saves a checkpoint in the middle of a log window (4, 6]: the window's
+    # values travel in the checkpoint, so the line at 6 matches the uninterrupted run's.
+    train(None, tmp_path / "part", resume=True, progress=False, data=digits)
+    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
+    strip = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "full")]
+    again = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "part")]
+    assert strip == again
+
+
+def test_nan_in_chain_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
+    original = rng.Streams.chain_noise
+
+    def poisoned(self, stream, dim):
+        noise = original(self, stream, dim)
+        if self.iteration < 9:
+            return noise
+        return lambda step: noise(step) * float("nan")
+
+    monkeypatch.setattr(rng.Streams, "chain_noise", poisoned)
+    with pytest.raises(ChainDivergedError) as err:
+        train(tiny_config(), tmp_path / "run", progress=False, data=digits)
+    msg = str(err.value)
+    assert "iteration 10" in msg and "post_step_size" in msg and "iteration 8" in msg
+    assert "\n" not in msg
+    assert _state(tmp_path / "run")["iteration"] == 8
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, digits, monkeypatch):
+    cfg = tiny_config()
+    train(cfg, tmp_path / "run", progress=False, data=digits, max_iters=4)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(LatentEBMError, match=r"No space left.*iteration 4 is intact"):
+        train(None, tmp_path / "run", resume=True, progress=False, data=digits)
+    monkeypatch.undo()
+    assert _state(tmp_path / "run")["iteration"] == 4
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_sigterm_saves_checkpoint_then_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "latent_ebm.cli", "train", "--out", str(run), "--no-eval"]
+    cmd += [*sets, "--set", "train.iters=100000", "--set", "train.ckpt_every=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not read_metrics(run) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "--resume" in err
+    done = _state(run)["iteration"]
+    assert done >= 2
+    last_logged = read_metrics(run)[-1]["iteration"]
+    assert last_logged <= done
+
+
+def _cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()
+
+
+def test_cli_end_to_end_on_digits(tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    code, out, err = _cli(["train", "--out", str(run), "--no-progress", *sets], capsys)
+    assert code == 0, err
+    for name in [
+        "config.yaml",
+        "metrics.jsonl",
+        CHECKPOINT,
+        "samples.png",
+        "reconstructions.png",
+        "nce_loss.png",
+        "eval/recon.json",
+    ]:
+        assert (run / name).exists(), name
+    recon = json.loads((run / "eval/recon.json").read_text())
+    assert recon["n"] == 360 and 0 < recon["value"] < 4
+    assert f"{recon['value']:.4f}" in out
+    lines = read_metrics(run)
+    assert {"iteration", "stage", "time", "loss_g", "nce"} <= set(lines[0])
+    # The run is complete: resuming it changes nothing and exits cleanly.
+    before = _state(run)
+    code, _, err = _cli(
+        ["train", "--resume", "--out", str(run), "--no-progress", "--no-eval"], capsys
+    )
+    assert code == 0, err
+    _assert_same_state(before, _state(run))
+
+
+def _write_truncated_idx(folder: Path) -> None:
+    folder.mkdir()
+    for name in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]:
+        data = gzip.compress(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"\x00" * 10)
+        (folder / name).write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--set", "train.foo=1"], "unknown config field 'train.foo'"),
+        (["--set", "train.iters=-5"], "'train.iters' must be positive"),
+        (["--set", "train.iters=abc"], "'train.iters' must be int"),
+        (["--set", "prior.kind=xyz"], "'prior.kind' must be one of"),
+        (["--set", "train.post_step_size=nan"], "'train.post_step_size' must be positive"),
+        (["--set", "iters=5"], "section.field=value"),
+        (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+        (
+            ["--set", "data.name=fashion-mnist", "--data-dir", "{tmp}/empty"],
+            "train-images-idx3-ubyte.gz not found",
+        ),
+        (
+            ["--set", "data.name=fashion-mnist", "--data-dir", "{tmp}/bad"],
+            "is not a valid gzip file",
+        ),
+        (
+            ["--set", "train.post_step_size=1e30", "--set", "train.ckpt_every=1"],
+            "diverged (NaN/Inf)",
+        ),
+        (["--max-iters", "0"], "--max-iters must be at least 1"),
+        pytest.param(
+            ["--set", "train.device=cuda:0"],
+            "no GPU is available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, args, expected):
+    (tmp_path / "empty").mkdir()
+    _write_truncated_idx(tmp_path / "bad")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    sets = [a for s in TINY for a in ("--set", s)]
+    code, _, err = _cli(
+        ["train", "--out", str(tmp_path / "run"), "--no-progress", "--no-eval", *sets, *args],
+        capsys,
+    )
+    assert code == 1
+    assert err.startswith("error: ") and expected in err, err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_existing_run_dir_needs_resume_or_force(tmp_path, capsys, digits):
+    run = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    base = ["train", "--out", str(run), "--no-progress", "--no-eval", *sets]
+    assert _cli([*base, "--max-iters", "2"], capsys)[0] == 0
+    code, _, err = _cli(base, capsys)
+    assert code == 1 and "already exists" in err and "--resume" in err and "--force" in err
+    code, _, err = _cli([*base, "--force", "--max-iters", "2"], capsys)
+    assert code == 0, err
+    code, _, err = _cli([*base, "--resume"], capsys)
+    assert code == 1 and "drop --preset" in err
+    # --force refuses to delete a folder that is not a run directory.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    code, _, err = _cli(["train", "--out", str(other), "--force", *sets], capsys)
+    assert code == 1 and "not look like a run directory" in err
+    assert (other / "thesis.tex").exists()
+    assert os.path.exists(run / CHECKPOINT)
