@@ -13,6 +13,7 @@ loop and the evaluations call only these; they never test which prior they hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -89,7 +90,7 @@ class Prior(nn.Module):
         z0: torch.Tensor,
         steps: int,
         step_size: float,
-        randn: Any = None,
+        randn: Callable[[int], torch.Tensor] | None = None,
         trajectory: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Prior samples by Langevin dynamics on ``log_prob`` from ``z0 ~ N(0, I)``."""
@@ -118,7 +119,7 @@ class GaussianPrior(Prior):
         z0: torch.Tensor,
         steps: int,
         step_size: float,
-        randn: Any = None,
+        randn: Callable[[int], torch.Tensor] | None = None,
         trajectory: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``z0`` is already an exact sample."""
