@@ -3,6 +3,9 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
 
     latent-ebm train --preset digits --out runs/digits
     latent-ebm train --resume --out runs/digits
+    latent-ebm sample runs/digits --n 64 --method sir
+    latent-ebm eval runs/digits --metric fid
+    latent-ebm plot runs/digits
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 
@@ -23,14 +27,22 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``error: ...``) instead of usage plus message."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="latent-ebm",
         description="Generator models with a latent EBM prior learned by adaptive multi-stage "
         "density ratio estimation.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (Algorithm 1) into a run directory")
     t.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)} (default: digits)")
@@ -49,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-iters", type=int, help="stop after this many iterations in all")
     t.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     t.add_argument("--data-dir", type=Path, help="folder of the data files")
+    t.add_argument(
+        "--holdout",
+        type=int,
+        metavar="C",
+        help="anomaly protocol: hold class C out (sets data.holdout; keeps 20 snapshots "
+        "unless train.keep_every is set)",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     t.add_argument(
         "--eval",
@@ -59,6 +78,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
+
+    s = sub.add_parser("sample", help="sample images from a trained run (PNG grid and .npz)")
+    s.add_argument("run", type=Path, help="run directory")
+    s.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    s.add_argument("--method", default="langevin", help="langevin (prior chain) or sir")
+    s.add_argument("--steps", type=int, help="prior-chain steps (default: the run's sample.steps)")
+    s.add_argument("--step-size", type=float, help="prior-chain step size (sample.step_size)")
+    s.add_argument("--proposals", type=int, default=10, help="SIR proposals per sample (M)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--out", type=Path, help="output prefix (default RUN/samples/<method>)")
+
+    e = sub.add_parser("eval", help="evaluate a trained run: recon, fid or anomaly")
+    e.add_argument("run", type=Path, help="run directory")
+    e.add_argument("--metric", required=True, help="recon | fid | anomaly")
+    e.add_argument("--n", type=int, default=50_000, help="fid: generated images (50,000)")
+    e.add_argument("--features", default="classifier", help="fid: classifier | inception")
+    e.add_argument("--weights", type=Path, help="fid: FID Inception weights file (.pth)")
+    e.add_argument("--method", default="langevin", help="fid: langevin or sir sampling")
+    e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
+    e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")
+    e.add_argument("--step-size", type=float, help="chain step size (default: from the config)")
+    e.add_argument("--last", type=int, default=10, help="anomaly: evaluations to average")
+    e.add_argument("--holdout", type=int, metavar="C", help="anomaly: check the held-out class")
+    e.add_argument("--seed", type=int, default=0, help="random seed")
+    e.add_argument("--batch-size", type=int, default=500, help="images per batch")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    e.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+
+    p = sub.add_parser("plot", help="make every figure of a trained run")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
 
 
@@ -68,6 +120,8 @@ def _train_config(args: argparse.Namespace) -> Config | None:
         overrides.append(f"train.seed={args.seed}")
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={args.data_dir}")
+    if args.holdout is not None:
+        overrides.append(f"data.holdout={args.holdout}")
     if args.resume:
         if args.preset or args.config or overrides or args.force:
             raise LatentEBMError(
@@ -75,7 +129,11 @@ def _train_config(args: argparse.Namespace) -> Config | None:
                 "--config, --set, --seed, --data-dir and --force"
             )
         return None
-    return resolve_config(args.preset or "digits", args.config, overrides)
+    cfg = resolve_config(args.preset or "digits", args.config, overrides)
+    if cfg.data.holdout is not None and cfg.train.keep_every == 0:
+        # The anomaly protocol averages the last evaluations: keep 20 snapshots to draw from.
+        cfg.train.keep_every = max(1, cfg.train.iters // 20)
+    return cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -108,33 +166,86 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _report(run_dir: Path, progress: bool) -> None:
     """Figures and the test reconstruction MSE of a finished run, written into ``run_dir``."""
-    from latent_ebm.data import load_dataset
-    from latent_ebm.evaluate import recon_mse
+    from latent_ebm.evaluate import evaluate_run
     from latent_ebm.plots import run_figures
-    from latent_ebm.train import load_run
 
     for path in run_figures(run_dir):
         print(f"wrote {path}")
-    cfg, model, state = load_run(run_dir)
-    test_x = load_dataset(cfg.data.name, cfg.data.data_dir).test_x
-    t0 = time.perf_counter()
-    mse = recon_mse(
-        model, test_x, cfg.train.post_steps, cfg.train.post_step_size, progress=progress
+    _print_report(evaluate_run(run_dir, "recon", progress=progress))
+
+
+def _print_report(r: dict) -> None:
+    extra = f" +- {r['std']:.4f} over {len(r['values'])} evaluations" if "std" in r else ""
+    feats = f", {r['features']['name']} features" if "features" in r else ""
+    print(
+        f"{r['metric']} = {r['value']:.4f}{extra} ({r['split']}{feats}, {r['wall_time_s']} s)"
+        f" -> {Path(r['run']) / 'eval' / (r['metric'] + '.json')}"
     )
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
-    result = {
-        "metric": "recon",
-        "value": mse,
-        "split": "test",
-        "n": len(test_x),
-        "steps": cfg.train.post_steps,
-        "step_size": cfg.train.post_step_size,
-        "iteration": state["iteration"],
-        "wall_time_s": round(time.perf_counter() - t0, 2),
-    }
-    (out / "recon.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"test reconstruction MSE {mse:.4f} ({len(test_x)} images) -> {out / 'recon.json'}")
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from latent_ebm.data import to_uint8
+    from latent_ebm.plots import save_grid
+    from latent_ebm.sampling import METHODS, sample_latents
+    from latent_ebm.train import load_run
+
+    if args.method not in METHODS:
+        raise LatentEBMError(f"unknown --method '{args.method}' (choose from {', '.join(METHODS)})")
+    if args.n < 1 or args.proposals < 1:
+        raise LatentEBMError("--n and --proposals must be at least 1")
+    cfg, model, _ = load_run(args.run)
+    steps = cfg.sample.steps if args.steps is None else args.steps
+    step_size = cfg.sample.step_size if args.step_size is None else args.step_size
+    z = sample_latents(
+        model,
+        args.n,
+        method=args.method,
+        steps=steps,
+        step_size=step_size,
+        proposals=args.proposals,
+        seed=args.seed,
+        progress=True,
+    )
+    images = model.decode(z)
+    prefix = args.out or args.run / "samples" / args.method
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    grid = save_grid(images, prefix.with_suffix(".png"))
+    np.savez_compressed(
+        prefix.with_suffix(".npz"), images=to_uint8(images).numpy(), z=z.cpu().numpy()
+    )
+    print(f"wrote {grid} and {prefix.with_suffix('.npz')} ({args.n} images, {args.method})")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from latent_ebm.evaluate import evaluate_run
+
+    report = evaluate_run(
+        args.run,
+        args.metric,
+        steps=args.steps,
+        step_size=args.step_size,
+        seed=args.seed,
+        n=args.n,
+        features=args.features,
+        weights=args.weights,
+        method=args.method,
+        proposals=args.proposals,
+        last=args.last,
+        holdout=args.holdout,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=args.progress,
+    )
+    _print_report(report)
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from latent_ebm.plots import run_figures
+
+    for path in run_figures(args.run, seed=args.seed):
+        print(f"wrote {path}")
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *args: object) -> str:
@@ -147,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _warning_line  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
-    commands = {"train": _cmd_train}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "plot": _cmd_plot}
     try:
         commands[args.command](args)
     except TrainingInterrupted as e:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
 class DataConfig:
     name: str = "digits"  # data set: digits | mnist | fashion-mnist
     data_dir: str | None = None  # folder of the data files (None: $LATENT_EBM_DATA, then default)
+    holdout: int | None = None  # anomaly protocol: class held out of training (DESIGN §7)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class TrainConfig:
     post_step_size: float = 0.1  # posterior Langevin step size s
     seed: int = 0  # seeds initialisation, batch order and every chain's noise
     log_every: int = 10  # iterations per line of metrics.jsonl (window means)
+    keep_every: int = 0  # iterations between model snapshots kept in snapshots/ (0: none)
     ckpt_every: int = 500  # iterations between checkpoints (also at the end and on a signal)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
 
@@ -98,7 +101,7 @@ class Config:
 
 
 _CHOICES = {
-    "data.name": ("digits", "mnist", "fashion-mnist"),
+    "data.name": DATASETS,
     "model.arch": ("auto", "cifar10"),
     "prior.kind": ("gaussian", "adaptive"),
     "prior.prior_samples": ("persistent", "langevin"),

@@ -48,10 +48,12 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "download",
+    "holdout_split",
     "load_dataset",
     "read_idx",
     "resolve_data_dir",
     "to_float",
+    "to_uint8",
 ]
 
 ENV_VAR = "LATENT_EBM_DATA"
@@ -69,6 +71,7 @@ class Dataset:
         train_y: Training labels, ``int64`` ``(N,)``.
         test_x: Test images, ``uint8`` ``(M, C, H, W)``.
         test_y: Test labels, ``int64`` ``(M,)``.
+        holdout: The class held out of training by :func:`holdout_split`, else ``None``.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Dataset:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    holdout: int | None = None  # the anomalous class of a hold-one-class-out split
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -89,9 +93,46 @@ class Dataset:
         return int(torch.cat([self.train_y, self.test_y]).max()) + 1
 
 
+def holdout_split(data: Dataset, holdout: int, seed: int = 0) -> Dataset:
+    """Hold-one-class-out split of the anomaly protocol (DESIGN §7, after LEBM/MEG).
+
+    Train and test are pooled and shuffled with ``seed``; the first 80% without class
+    ``holdout`` is the new training split, the remaining 20% plus every image of class
+    ``holdout`` the new test split (labels kept: ``test_y == holdout`` marks the anomalies).
+    """
+    labels = torch.cat([data.train_y, data.test_y])
+    classes = sorted(set(labels.tolist()))
+    if holdout not in classes:
+        raise LatentEBMError(
+            f"holdout class {holdout} is not a label of {data.name} "
+            f"(labels {classes[0]}..{classes[-1]})"
+        )
+    images = torch.cat([data.train_x, data.test_x])
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
+    first = torch.zeros(len(labels), dtype=torch.bool)
+    first[order[: int(0.8 * len(labels))]] = True
+    anomalous = labels == holdout
+    train, test = first & ~anomalous, ~first | anomalous
+    # Keep the shuffled order inside each split.
+    train_idx, test_idx = order[train[order]], order[test[order]]
+    return Dataset(
+        data.name,
+        images[train_idx].contiguous(),
+        labels[train_idx],
+        images[test_idx].contiguous(),
+        labels[test_idx],
+        holdout,
+    )
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """Scale ``uint8`` images ``(B, C, H, W)`` to ``float32`` in ``[-1, 1]``: ``x / 127.5 - 1``."""
     return (x.to(torch.float32) - 127.5) / 127.5  # exact subtraction first: no cancellation
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_float`: images in ``[-1, 1]`` (clamped) to ``uint8`` ``0..255``."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -213,7 +254,11 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> pathlib.P
 
 
 def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    holdout: int | None = None,
 ) -> Dataset:
     """Load data set ``name`` (one of :data:`DATASETS`) into memory.
 
@@ -221,12 +266,14 @@ def load_dataset(
         name: Registry name.
         data_dir: Folder holding the files (see :func:`resolve_data_dir`); ignored by ``digits``.
         download: Whether missing files may be downloaded (for sources that support it).
+        holdout: Return the anomaly protocol's split without this class (:func:`holdout_split`).
 
     Raises:
         LatentEBMError: unknown name, or a missing or corrupt file.
     """
     root = resolve_data_dir(name, data_dir)
-    return _LOADERS[name](root, download)
+    data = _LOADERS[name](root, download)
+    return data if holdout is None else holdout_split(data, holdout)
 
 
 # Loaders: (root, allow_download) -> Dataset.

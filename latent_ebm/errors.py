@@ -14,4 +14,8 @@ class LatentEBMError(Exception):
 
 
 class ChainDivergedError(LatentEBMError):
-    """A Langevin chain produced a NaN or Inf."""
+    """A Langevin chain produced a NaN or Inf; ``rows`` lists the diverged rows of the batch."""
+
+    def __init__(self, message: str, rows: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []

@@ -1,24 +1,51 @@
 """Evaluations of a trained model (paper Section 5, DESIGN §7).
 
-- :func:`reconstruct` and :func:`recon_mse`: test reconstruction error (Table 1): posterior
-  chain under the learned model from ``N(0, I)``, per-pixel squared error between ``x`` and
-  ``g(z)`` in ``[-1, 1]``, averaged over the split. Seeded: the chain noise of batch ``b`` is
-  stream ``(seed, b)``, so the same model gives the same number.
+- ``recon`` (Table 1): per-pixel MSE in ``[-1, 1]`` between test images and ``g(z)`` at
+  posterior samples under the learned model (:func:`recon_mse`).
+- ``fid`` (Table 1): Frechet distance between Gaussian fits of features of generated images
+  and of the training split (:func:`fid`), with the offline classifier features or the standard
+  Inception-v3 pool-3 features (:mod:`latent_ebm.features`).
+- ``anomaly`` (Table 2): on a hold-one-class-out run, score ``-log p(x, z)`` at a posterior
+  sample, AUPRC with the held-out class as positive (:func:`anomaly_auprc`); mean and std over
+  the last evaluations (the kept snapshots of the run, :func:`evaluate_run`).
+
+Everything is seeded: the posterior chain of batch ``b`` uses the streams ``(seed, b)``.
+:func:`evaluate_run` runs one metric on a run directory and writes ``eval/<metric>.json``.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from latent_ebm import rng
 from latent_ebm.data import to_float
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.model import LatentEBM
+from latent_ebm.sampling import sample_latents
 
-__all__ = ["recon_mse", "reconstruct"]
+__all__ = [
+    "METRICS",
+    "anomaly_auprc",
+    "anomaly_scores",
+    "auprc",
+    "evaluate_run",
+    "fid",
+    "posterior_samples",
+    "recon_mse",
+    "reconstruct",
+]
+
+METRICS = ("recon", "fid", "anomaly")
 
 
-def reconstruct(
+def posterior_samples(
     model: LatentEBM,
     images: torch.Tensor,
     steps: int,
@@ -28,36 +55,226 @@ def reconstruct(
     batch_size: int = 100,
     progress: bool = False,
 ) -> torch.Tensor:
-    """``g(z)`` at posterior samples ``z ~ p(z | x)`` for ``uint8`` images ``(N, C, H, W)``.
-
-    Returns float reconstructions in ``[-1, 1]``, ``(N, C, H, W)``, on the CPU.
-    """
-    device = next(model.parameters()).device
+    """``z ~ p(z | x)`` ``(N, nz)`` by the posterior chain from ``N(0, I)`` for ``uint8`` images."""
+    device = model.device
     out = []
     starts = range(0, len(images), batch_size)
-    for b, i in enumerate(tqdm(starts, desc="reconstruct", disable=not progress)):
+    for b, i in enumerate(tqdm(starts, desc="posterior", disable=not progress)):
         x = to_float(images[i : i + batch_size]).to(device)
         streams = rng.Streams(seed, b, len(x), slice(None), device)
         z0 = streams.normal(rng.POSTERIOR_INIT, model.nz)
         noise = streams.chain_noise(rng.POSTERIOR_NOISE, model.nz)
-        z = model.infer(x, z0, steps, step_size, noise)
-        with torch.no_grad():
-            out.append(model.generator(z).cpu())
+        out.append(model.infer(x, z0, steps, step_size, noise))
     return torch.cat(out)
 
 
-def recon_mse(
-    model: LatentEBM,
-    images: torch.Tensor,
-    steps: int,
-    step_size: float,
-    *,
-    seed: int = 0,
-    batch_size: int = 100,
-    progress: bool = False,
-) -> float:
+def reconstruct(model: LatentEBM, images: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``g(z)`` ``(N, C, H, W)`` in ``[-1, 1]`` at :func:`posterior_samples` (same arguments)."""
+    return model.decode(posterior_samples(model, images, *args, **kwargs))
+
+
+def recon_mse(model: LatentEBM, images: torch.Tensor, *args: Any, **kwargs: Any) -> float:
     """Per-pixel mean squared error in ``[-1, 1]`` of :func:`reconstruct` over ``images``."""
-    recon = reconstruct(
-        model, images, steps, step_size, seed=seed, batch_size=batch_size, progress=progress
+    return float((reconstruct(model, images, *args, **kwargs) - to_float(images)).pow(2).mean())
+
+
+def anomaly_scores(
+    model: LatentEBM, images: torch.Tensor, *args: Any, batch_size: int = 100, **kwargs: Any
+) -> torch.Tensor:
+    """``-log p(x, z)`` ``(N,)`` at posterior samples: higher means more anomalous."""
+    z = posterior_samples(model, images, *args, batch_size=batch_size, **kwargs)
+    device = z.device
+    with torch.no_grad():
+        return torch.cat(
+            [
+                -model.log_joint(
+                    to_float(images[i : i + batch_size]).to(device), z[i : i + batch_size]
+                )
+                for i in range(0, len(images), batch_size)
+            ]
+        ).cpu()
+
+
+def auprc(labels: np.ndarray | torch.Tensor, scores: np.ndarray | torch.Tensor) -> float:
+    """Area under the precision-recall curve (average precision) for positives ``labels == 1``.
+
+    ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, highest first: the
+    step-wise estimate scikit-learn's ``average_precision_score`` computes.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if not y.any():
+        raise ValueError("auprc needs at least one positive label")
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each tied score
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def anomaly_auprc(
+    model: LatentEBM, images: torch.Tensor, anomalous: torch.Tensor, *args: Any, **kwargs: Any
+) -> float:
+    """AUPRC of :func:`anomaly_scores` for the 0/1 labels ``anomalous`` ``(N,)``."""
+    return auprc(anomalous.numpy(), anomaly_scores(model, images, *args, **kwargs).numpy())
+
+
+def fid(
+    model: LatentEBM,
+    train_images: torch.Tensor,
+    extractor: Any,
+    *,
+    n: int = 50_000,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: bool = False,
+    **sample_kwargs: Any,
+) -> float:
+    """FID between ``n`` generated images and ``train_images`` (``uint8``) in ``extractor``'s
+    feature space; ``sample_kwargs`` go to :func:`latent_ebm.sampling.sample_latents`."""
+    from latent_ebm.features import extract, frechet_distance, gaussian_stats
+
+    z = sample_latents(
+        model, n, seed=seed, batch_size=batch_size, progress=progress, **sample_kwargs
     )
-    return float((recon - to_float(images)).pow(2).mean())
+    fake = torch.cat(
+        [
+            extractor(model.decode(z[i : i + batch_size]))
+            for i in tqdm(range(0, n, batch_size), desc="features", disable=not progress)
+        ]
+    )
+    real = extract(extractor, train_images, batch_size=batch_size, progress=progress)
+    return frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    metric: str,
+    *,
+    steps: int | None = None,
+    step_size: float | None = None,
+    seed: int = 0,
+    n: int = 50_000,
+    features: str = "classifier",
+    weights: str | Path | None = None,
+    method: str = "langevin",
+    proposals: int = 10,
+    last: int = 10,
+    holdout: int | None = None,
+    batch_size: int = 500,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``metric`` (``recon``, ``fid`` or ``anomaly``) on a run; write ``eval/<metric>.json``.
+
+    ``steps``/``step_size`` default to the run's posterior chain (``recon``, ``anomaly``) or
+    test-time prior chain (``fid``). Returns the report (value, settings, split, features,
+    wall time).
+    """
+    from latent_ebm.train import load_data, load_run, resolve_device, snapshots
+
+    if metric not in METRICS:
+        raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    cfg, model, state = load_run(run_dir, dev)
+    data = load_data(cfg)
+    report: dict[str, Any] = {
+        "metric": metric,
+        "run": str(run_dir),
+        "iteration": state["iteration"],
+    }
+    post = {
+        "steps": cfg.train.post_steps if steps is None else steps,
+        "step_size": cfg.train.post_step_size if step_size is None else step_size,
+    }
+
+    if metric == "recon":
+        value = recon_mse(
+            model, data.test_x, **post, seed=seed, batch_size=batch_size, progress=progress
+        )
+        report.update(
+            value=value, split="test", n=len(data.test_x), settings={**post, "seed": seed}
+        )
+    elif metric == "fid":
+        from latent_ebm.features import classifier_features, inception_features
+
+        if features == "classifier":
+            extractor = classifier_features(data, device=dev, progress=progress)
+        elif features == "inception":
+            if weights is None:
+                raise LatentEBMError(
+                    "--features inception needs --weights PATH (the FID Inception weights file)"
+                )
+            extractor = inception_features(weights, device=dev)
+        else:
+            raise LatentEBMError(f"unknown features '{features}' (choose classifier or inception)")
+        prior_chain = {
+            "steps": cfg.sample.steps if steps is None else steps,
+            "step_size": cfg.sample.step_size if step_size is None else step_size,
+        }
+        value = fid(
+            model,
+            data.train_x,
+            extractor,
+            n=n,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            method=method,
+            proposals=proposals,
+            **prior_chain,
+        )
+        settings = {"n": n, "method": method, "seed": seed, **prior_chain}
+        if method == "sir":
+            settings["proposals"] = proposals
+        report.update(
+            value=value,
+            split="train (reference statistics)",
+            settings=settings,
+            features=extractor.describe(),
+        )
+    else:
+        if cfg.data.holdout is None:
+            raise LatentEBMError(
+                f"{run_dir} was trained on every class; the anomaly protocol needs a run "
+                "trained with --holdout C"
+            )
+        if holdout is not None and holdout != cfg.data.holdout:
+            raise LatentEBMError(
+                f"--holdout {holdout} does not match the run's held-out class {cfg.data.holdout}"
+            )
+        files = (snapshots(run_dir) or [run_dir / "checkpoint.pt"])[-last:]
+        anomalous = (data.test_y == cfg.data.holdout).long()
+        values, iterations = [], []
+        for path in files:
+            _, m, st = load_run(run_dir, dev, checkpoint=path)
+            values.append(
+                anomaly_auprc(
+                    m,
+                    data.test_x,
+                    anomalous,
+                    **post,
+                    seed=seed,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
+            iterations.append(st["iteration"])
+        report.update(
+            value=float(np.mean(values)),
+            std=float(np.std(values)),
+            values=values,
+            iterations=iterations,
+            holdout=cfg.data.holdout,
+            split=f"hold-out test: {int(anomalous.sum())} anomalous of {len(anomalous)}",
+            settings={**post, "seed": seed, "evaluations": len(values)},
+        )
+    report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    out = run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    (out / f"{metric}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -66,6 +66,7 @@ def langevin(
         shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
         raise ChainDivergedError(
             f"Langevin chain diverged (NaN/Inf) after {steps} steps of size {step_size} "
-            f"in {len(rows)} of {len(z)} rows (rows {shown})"
+            f"in {len(rows)} of {len(z)} rows (rows {shown})",
+            rows,
         )
     return (z, torch.stack(states)) if states is not None else z

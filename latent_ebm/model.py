@@ -6,6 +6,7 @@ the joint density, the posterior chain and prior samples the same way.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -38,6 +39,12 @@ class LatentEBM(nn.Module):
     def nz(self) -> int:
         return self.prior.nz
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors live (the CPU for a model without any)."""
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        return next((t.device for t in tensors), torch.device("cpu"))
+
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(x | z) = -||x - g(z)||^2 / (2 sigma^2)`` (+ const): ``(B,)``."""
         return -(x - self.generator(z)).pow(2).flatten(1).sum(1) / (2 * self.sigma**2)
@@ -65,6 +72,13 @@ class LatentEBM(nn.Module):
         ``x`` ``(B, C, H, W)`` in ``[-1, 1]``, ``z0`` ``(B, nz)``; returns ``(B, nz)``.
         """
         return langevin(z0, lambda z: self.log_joint(x, z, training), steps, step_size, randn=randn)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Images ``g(z)`` ``(N, C, H, W)`` in ``[-1, 1]`` on the CPU, in batches."""
+        return torch.cat(
+            [self.generator(z[i : i + batch_size]).cpu() for i in range(0, len(z), batch_size)]
+        )
 
     def generator_loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``||x - g(z)||^2 / (2 sigma^2)``, summed over pixels, mean over the batch (Eq. 7)."""

@@ -3,9 +3,9 @@
 - :func:`save_grid`: a grid of images as PNG (paper Figure 2).
 - :func:`plot_nce_curves`: NCE loss per stage against iteration, with the chance level
   ``2 log 2`` (paper Figure 4).
-- :func:`run_figures`: the figures of a run directory: ``samples.png`` (prior Langevin,
-  ``sample.steps`` steps of ``sample.step_size``), ``reconstructions.png`` (test images beside
-  their reconstructions, Figure 5) and ``nce_loss.png``.
+- :func:`transition_strip`: prior Langevin chains from ``p_0`` towards the learned prior
+  (paper Figure 3).
+- :func:`run_figures`: every figure of a run directory.
 """
 
 from __future__ import annotations
@@ -22,11 +22,19 @@ import numpy as np
 import torch
 
 from latent_ebm import rng
-from latent_ebm.data import load_dataset, to_float
+from latent_ebm.data import to_float, to_uint8
 from latent_ebm.evaluate import reconstruct
-from latent_ebm.train import load_run, read_metrics
+from latent_ebm.model import LatentEBM
+from latent_ebm.sampling import sample_latents
+from latent_ebm.train import load_data, load_run, read_metrics
 
-__all__ = ["image_grid", "plot_nce_curves", "run_figures", "sample_images", "save_grid"]
+__all__ = [
+    "image_grid",
+    "plot_nce_curves",
+    "run_figures",
+    "save_grid",
+    "transition_strip",
+]
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -34,7 +42,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = to_uint8(images)
     grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, q = divmod(i, nrow)
@@ -71,31 +79,53 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
     return Path(path)
 
 
-def sample_images(model: Any, n: int, steps: int, step_size: float, seed: int = 0) -> torch.Tensor:
-    """``g(z)`` for ``n`` prior samples (Langevin on the learned prior from ``N(0, I)``)."""
-    device = next(model.parameters()).device
-    streams = rng.Streams(seed, 0, n, slice(None), device)
+def transition_strip(
+    model: LatentEBM,
+    path: str | Path,
+    *,
+    chains: int = 8,
+    steps: int = 200,
+    step_size: float = 0.1,
+    columns: int = 11,
+    seed: int = 0,
+) -> Path:
+    """Langevin transition from ``p_0`` towards the learned prior (paper Figure 3).
+
+    Each row is one prior chain from ``z ~ N(0, I)``; the columns show ``g(z_t)`` at
+    ``columns`` evenly spaced steps ``t = 0 .. steps``.
+    """
+    device = model.device
+    streams = rng.Streams(seed, 0, chains, slice(None), device)
     z0 = streams.normal(rng.PRIOR_DRAW, model.nz)
-    z = model.prior.sample(z0, steps, step_size, streams.chain_noise(rng.PRIOR_NOISE, model.nz))
-    with torch.no_grad():
-        return model.generator(z).cpu()
+    noise = streams.chain_noise(rng.PRIOR_NOISE, model.nz)
+    _, traj = model.prior.sample(z0, steps, step_size, noise, trajectory=True)
+    if len(traj) == 1:  # an exact sampler has no transition: repeat its sample
+        traj = traj.expand(steps + 1, -1, -1)
+    at = torch.linspace(0, steps, columns).round().long()
+    images = model.decode(traj[at].transpose(0, 1).reshape(-1, model.nz))
+    return save_grid(images, path, nrow=columns)
 
 
 def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
-    """Make the figures of a trained run in ``run_dir``; returns their paths."""
+    """Make every figure of a trained run in ``run_dir``; returns their paths.
+
+    ``samples.png`` (prior Langevin, ``sample.steps`` of ``sample.step_size``, Figure 2),
+    ``reconstructions.png`` (test images beside their reconstructions, Figure 5),
+    ``transition.png`` (Figure 3) and ``nce_loss.png`` (Figure 4, for priors that log NCE).
+    """
     run_dir = Path(run_dir)
     cfg, model, _ = load_run(run_dir)
     s = cfg.sample
-    paths = [
-        save_grid(sample_images(model, s.grid, s.steps, s.step_size, seed), run_dir / "samples.png")
-    ]
-    test_x = load_dataset(cfg.data.name, cfg.data.data_dir).test_x[: s.grid // 2]
+    z = sample_latents(model, s.grid, steps=s.steps, step_size=s.step_size, seed=seed)
+    paths = [save_grid(model.decode(z), run_dir / "samples.png")]
+    n_recon = 10 * max(1, s.grid // 20)
+    test_x = load_data(cfg).test_x[:n_recon]
     recon = reconstruct(model, test_x, cfg.train.post_steps, cfg.train.post_step_size, seed=seed)
-    nrow = math.ceil(math.sqrt(len(test_x)))
-    real = torch.from_numpy(image_grid(to_float(test_x), nrow))
-    fake = torch.from_numpy(image_grid(recon, nrow))
+    real = torch.from_numpy(image_grid(to_float(test_x), 10))
+    fake = torch.from_numpy(image_grid(recon, 10))
     gap = torch.full((real.shape[0], 4, real.shape[2]), 255, dtype=torch.uint8)
     both = torch.cat([real, gap, fake], 1).permute(2, 0, 1)[None].float() / 127.5 - 1
     paths.append(save_grid(both, run_dir / "reconstructions.png", nrow=1))
+    paths.append(transition_strip(model, run_dir / "transition.png", seed=seed))
     curve = plot_nce_curves(read_metrics(run_dir), run_dir / "nce_loss.png")
     return paths + ([curve] if curve else [])

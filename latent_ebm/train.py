@@ -24,7 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from latent_ebm import rng
-from latent_ebm.config import Config, load_config, num_stages, save_config, validate
+from latent_ebm.config import (
+    Config,
+    config_to_dict,
+    load_config,
+    num_stages,
+    save_config,
+    validate,
+)
 from latent_ebm.data import Dataset, load_dataset, to_float
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.memory import MemoryBank
@@ -36,16 +43,19 @@ __all__ = [
     "METRICS",
     "TrainingInterrupted",
     "batch_indices",
+    "load_data",
     "load_run",
     "prepare_run_dir",
     "read_metrics",
     "resolve_device",
+    "snapshots",
     "train",
 ]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
+SNAPSHOTS = "snapshots"
 
 
 class TrainingInterrupted(LatentEBMError):
@@ -120,7 +130,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
-        raise LatentEBMError(f"no checkpoint at {path}: train the run first") from None
+        raise LatentEBMError(
+            f"no checkpoint at {path}: train the run first (latent-ebm train --out {path.parent})"
+        ) from None
     except Exception as e:  # a truncated or foreign file fails in many ways inside torch
         raise LatentEBMError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
 
@@ -161,15 +173,30 @@ def _catch_signals() -> Any:
             signal.signal(s, h)
 
 
+def load_data(cfg: Config) -> Dataset:
+    """The data set of a config (with its hold-out split, if any)."""
+    return load_dataset(cfg.data.name, cfg.data.data_dir, holdout=cfg.data.holdout)
+
+
+def snapshots(run_dir: str | Path) -> list[Path]:
+    """The model snapshots kept by ``train.keep_every``, oldest first."""
+    return sorted((Path(run_dir) / SNAPSHOTS).glob("model-*.pt"))
+
+
 def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu"
+    run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None
 ) -> tuple[Config, LatentEBM, dict[str, Any]]:
-    """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run."""
+    """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run.
+
+    ``checkpoint`` picks another file than ``checkpoint.pt``, e.g. one of :func:`snapshots`.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LatentEBMError(f"run directory {run_dir} does not exist")
+    if not (run_dir / CONFIG).exists():
+        raise LatentEBMError(f"{run_dir} is not a run directory (no {CONFIG})")
     cfg = load_config(run_dir / CONFIG)
-    state = _load_checkpoint(run_dir / CHECKPOINT)
+    state = _load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT)
     model = build_model(cfg, tuple(state["shape"]))
     model.load_state_dict(state["model"])
     return cfg, model.to(device).eval(), state
@@ -207,7 +234,7 @@ def train(
     out = Path(out)
     cfg = prepare_run_dir(out, cfg, resume, force)
     t_cfg = cfg.train
-    data = data if data is not None else load_dataset(cfg.data.name, cfg.data.data_dir)
+    data = data if data is not None else load_data(cfg)
     num_train = len(data.train_x)
     validate(cfg, num_train)
     device = resolve_device(t_cfg.device)
@@ -243,7 +270,7 @@ def train(
             "iteration": iteration,
             "elapsed": elapsed + time.perf_counter() - t0,
             "shape": data.shape,
-            "config": cfg,
+            "config": config_to_dict(cfg),
             "model": model.state_dict(),
             "opt_g": opt_g.state_dict(),
             "opt_prior": model.prior.optimizer_state(),
@@ -255,14 +282,14 @@ def train(
     stop = iters if max_iters is None else min(max_iters, iters)
     last_saved = start
     t0 = time.perf_counter()
+    model.train()
     bar = tqdm(total=stop, initial=start, disable=not progress, desc="train", unit="it")
     with _catch_signals() as caught, metrics_path.open("a") as log:
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
                 _write_log(log, window, it, elapsed + time.perf_counter() - t0)
-            model.prior.set_stage(stage, bank)
-            model.train()
+            model.prior.set_stage(stage, bank)  # also puts frozen ratios in eval mode
             idx = batch_indices(it, num_train, batch, t_cfg.seed)
             x = to_float(data.train_x[idx]).to(device)
             streams = rng.Streams(t_cfg.seed, it, batch, slice(0, batch), device)
@@ -275,7 +302,7 @@ def train(
             except ChainDivergedError as e:
                 raise ChainDivergedError(
                     f"iteration {it + 1}: posterior chain of data-set examples "
-                    f"{_rows_to_examples(str(e), idx)} diverged (NaN/Inf); stopped, the last "
+                    f"{_examples(e.rows, idx)} diverged (NaN/Inf); stopped, the last "
                     f"good checkpoint (iteration {last_saved}) is kept in {out}; lower "
                     f"train.post_step_size (now {t_cfg.post_step_size})"
                 ) from None
@@ -308,9 +335,12 @@ def train(
             if done % t_cfg.ckpt_every == 0 or done == stop or caught:
                 if done == iters:  # the last transition: every ratio joins the prior
                     model.prior.set_stage(stage_of(iters, iters, stages), bank)
-                log.flush()
                 _save_checkpoint(ckpt_path, snapshot(done), last_saved)
                 last_saved = done
+            if t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters):
+                keep = {"iteration": done, "shape": data.shape, "model": model.state_dict()}
+                (out / SNAPSHOTS).mkdir(exist_ok=True)
+                _save_checkpoint(out / SNAPSHOTS / f"model-{done:07d}.pt", keep, last_saved)
             if caught:
                 bar.close()
                 raise TrainingInterrupted(
@@ -321,11 +351,10 @@ def train(
     return model.eval()
 
 
-def _rows_to_examples(message: str, idx: torch.Tensor) -> str:
-    """Map the 'rows ...' of a chain error to data-set indices."""
-    inside = message.rsplit("(rows ", 1)[-1].rstrip(")")
-    rows = [int(r) for r in inside.replace("...", "").split(",") if r.strip().isdigit()]
-    return ", ".join(str(int(idx[r])) for r in rows) + (" ..." if "..." in inside else "")
+def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:
+    """Data-set indices of the batch rows ``rows``, the first ``show`` of them."""
+    listed = ", ".join(str(int(idx[r])) for r in rows[:show])
+    return listed + (f" and {len(rows) - show} more" if len(rows) > show else "")
 
 
 def _fmt(logs: dict[str, float]) -> dict[str, str]:
@@ -337,4 +366,5 @@ def _write_log(log: Any, window: dict[str, list[float]], iteration: int, t: floa
     line = {"iteration": iteration, "stage": int(window.pop("stage")[-1]), "time": round(t, 3)}
     line.update({k: float(np.mean(v)) for k, v in window.items() if v})
     log.write(json.dumps(line) + "\n")
+    log.flush()  # lines appear as they are made, for anyone watching the run
     window.clear()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from latent_ebm.cli import main
 from latent_ebm.config import Config, apply_overrides
 from latent_ebm.data import load_dataset
 
@@ -35,3 +36,11 @@ def digits():
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """Run ``latent-ebm ARGS`` in-process: exit status, stdout, stripped stderr."""
+    capsys.readouterr()  # drop what earlier steps printed
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from latent_ebm import rng
-from latent_ebm.cli import main
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.train import CHECKPOINT, read_metrics, train
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, run_cli, tiny_config
 
 
 def _state(run: Path) -> dict:
@@ -120,16 +119,10 @@ def test_sigterm_saves_checkpoint_then_resume_finishes(tmp_path):
     assert last_logged <= done
 
 
-def _cli(args, capsys):
-    code = main(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err.strip()
-
-
 def test_cli_end_to_end_on_digits(tmp_path, capsys):
     run = tmp_path / "run"
     sets = [a for s in TINY for a in ("--set", s)]
-    code, out, err = _cli(["train", "--out", str(run), "--no-progress", *sets], capsys)
+    code, out, err = run_cli(["train", "--out", str(run), "--no-progress", *sets], capsys)
     assert code == 0, err
     for name in [
         "config.yaml",
@@ -148,7 +141,7 @@ def test_cli_end_to_end_on_digits(tmp_path, capsys):
     assert {"iteration", "stage", "time", "loss_g", "nce"} <= set(lines[0])
     # The run is complete: resuming it changes nothing and exits cleanly.
     before = _state(run)
-    code, _, err = _cli(
+    code, _, err = run_cli(
         ["train", "--resume", "--out", str(run), "--no-progress", "--no-eval"], capsys
     )
     assert code == 0, err
@@ -203,7 +196,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, expected):
     _write_truncated_idx(tmp_path / "bad")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     sets = [a for s in TINY for a in ("--set", s)]
-    code, _, err = _cli(
+    code, _, err = run_cli(
         ["train", "--out", str(tmp_path / "run"), "--no-progress", "--no-eval", *sets, *args],
         capsys,
     )
@@ -216,18 +209,18 @@ def test_existing_run_dir_needs_resume_or_force(tmp_path, capsys, digits):
     run = tmp_path / "run"
     sets = [a for s in TINY for a in ("--set", s)]
     base = ["train", "--out", str(run), "--no-progress", "--no-eval", *sets]
-    assert _cli([*base, "--max-iters", "2"], capsys)[0] == 0
-    code, _, err = _cli(base, capsys)
+    assert run_cli([*base, "--max-iters", "2"], capsys)[0] == 0
+    code, _, err = run_cli(base, capsys)
     assert code == 1 and "already exists" in err and "--resume" in err and "--force" in err
-    code, _, err = _cli([*base, "--force", "--max-iters", "2"], capsys)
+    code, _, err = run_cli([*base, "--force", "--max-iters", "2"], capsys)
     assert code == 0, err
-    code, _, err = _cli([*base, "--resume"], capsys)
+    code, _, err = run_cli([*base, "--resume"], capsys)
     assert code == 1 and "drop --preset" in err
     # --force refuses to delete a folder that is not a run directory.
     other = tmp_path / "other"
     other.mkdir()
     (other / "thesis.tex").write_text("precious")
-    code, _, err = _cli(["train", "--out", str(other), "--force", *sets], capsys)
+    code, _, err = run_cli(["train", "--out", str(other), "--force", *sets], capsys)
     assert code == 1 and "not look like a run directory" in err
     assert (other / "thesis.tex").exists()
     assert os.path.exists(run / CHECKPOINT)

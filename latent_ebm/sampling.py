@@ -1,0 +1,71 @@
+"""Test-time sampling from a trained model (paper §3.2 "Test time sampling", DESIGN §7).
+
+- ``langevin``: a prior chain on the learned ``log p(z)`` from ``N(0, I)``
+  (:meth:`latent_ebm.priors.Prior.sample`; paper A.3: 100 steps of size 0.1).
+- ``sir``: sampling-importance-resampling: ``M`` proposals from ``N(0, I)``, importance
+  weights ``p(z) / N(z; 0, I)`` (``exp(sum_k f_k(z))`` for the multi-stage prior), then ``n``
+  draws with replacement in proportion to the weights.
+
+Both are seeded: batch ``b`` of a request uses the random streams ``(seed, b)``, so the same
+model and seed give the same images.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from latent_ebm import rng
+from latent_ebm.model import LatentEBM
+
+__all__ = ["METHODS", "sample_latents", "sir_weights"]
+
+METHODS = ("langevin", "sir")
+
+
+def sir_weights(model: LatentEBM, z: torch.Tensor) -> torch.Tensor:
+    """Log importance weights ``log p(z) - log N(z; 0, I)`` of proposals ``z`` ``(M, nz)``."""
+    with torch.no_grad():
+        return model.prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)
+
+
+def sample_latents(
+    model: LatentEBM,
+    n: int,
+    *,
+    method: str = "langevin",
+    steps: int = 100,
+    step_size: float = 0.1,
+    proposals: int = 10,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` latent samples ``(n, nz)`` of the learned prior, made in batches; images are
+    ``model.decode(z)``.
+
+    Arguments:
+        method: ``"langevin"`` (prior chain of ``steps`` steps of ``step_size``) or ``"sir"``
+            (``proposals`` Gaussian proposals per sample, resampled by importance weight).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown sampling method {method!r} (choose from {METHODS})")
+    device = model.device
+    out = []
+    starts = range(0, n, batch_size)
+    for b, i in enumerate(tqdm(starts, desc=f"sample ({method})", disable=not progress)):
+        m = min(batch_size, n - i)
+        if method == "langevin":
+            streams = rng.Streams(seed, b, m, slice(None), device)
+            z0 = streams.normal(rng.PRIOR_DRAW, model.nz)
+            noise = streams.chain_noise(rng.PRIOR_NOISE, model.nz)
+            z = model.prior.sample(z0, steps, step_size, noise)
+        else:
+            streams = rng.Streams(seed, b, m * proposals, slice(None), device)
+            candidates = streams.normal(rng.PRIOR_DRAW, model.nz)
+            logw = sir_weights(model, candidates)
+            g = rng.generator_for(seed, b, rng.PRIOR_NOISE, device=device)
+            pick = torch.multinomial(torch.softmax(logw, 0), m, replacement=True, generator=g)
+            z = candidates[pick]
+        out.append(z.detach())
+    return torch.cat(out)
