@@ -54,7 +54,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """Write :func:`image_grid` of ``images`` to a PNG, upscaled so small images stay visible."""
     grid = image_grid(images, nrow)
-    scale = max(1, 512 // max(grid.shape[:2]))
+    scale = max(1, 1024 // max(grid.shape[:2]))
     grid = grid.repeat(scale, 0).repeat(scale, 1)
     plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
     return Path(path)
