@@ -221,23 +221,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from latent_ebm.evaluate import evaluate_run
 
-    report = evaluate_run(
-        args.run,
-        args.metric,
-        steps=args.steps,
-        step_size=args.step_size,
-        seed=args.seed,
-        n=args.n,
-        features=args.features,
-        weights=args.weights,
-        method=args.method,
-        proposals=args.proposals,
-        last=args.last,
-        holdout=args.holdout,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=args.progress,
-    )
+    # Every option of the eval parser is a keyword argument of evaluate_run.
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "metric")}
+    report = evaluate_run(args.run, args.metric, **options)
     _print_report(report)
 
 

@@ -243,10 +243,11 @@ def classifier_features(
 ) -> ClassifierFeatures:
     """The offline FID features of ``dataset``: load its cached classifier or train one.
 
-    The cache file ``<cache_dir>/classifier-<dataset.name>.pt`` holds the state dict, the test
-    accuracy, the image shape, the seed and a fingerprint of the training data (SHA-1 of the
-    images and labels). A cache whose fingerprint, seed or format differs is retrained and
-    overwritten; an unreadable one is retrained with a warning. The file is written atomically.
+    The cache file ``<cache_dir>/classifier-<dataset.name>[-holdout<C>].pt`` holds the state
+    dict, the test accuracy, the image shape, the seed and a fingerprint of the training data
+    (SHA-1 of the images and labels). A cache whose fingerprint, seed or format differs is
+    retrained and overwritten; an unreadable one is retrained with a warning. The file is
+    written atomically.
     Measured on a 2-core CPU: digits 99.4% test accuracy in ~4 s, Fashion-MNIST 91.4% in ~85 s.
 
     Arguments:
@@ -260,7 +261,8 @@ def classifier_features(
     if cache_dir is None:
         env = os.environ.get(CACHE_ENV_VAR)
         cache_dir = env if env else Path.home() / ".cache" / "latent-ebm" / "classifiers"
-    path = Path(cache_dir).expanduser() / f"classifier-{dataset.name}.pt"
+    split = "" if dataset.holdout is None else f"-holdout{dataset.holdout}"
+    path = Path(cache_dir).expanduser() / f"classifier-{dataset.name}{split}.pt"
     shape = dataset.shape
     fingerprint = _fingerprint(dataset)
 
