@@ -6,7 +6,15 @@ from latent_ebm.data import Dataset, load_dataset
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.langevin import langevin
 from latent_ebm.model import LatentEBM, build_model
-from latent_ebm.priors import AdaptivePrior, GaussianPrior, Prior, build_prior, nce_loss
+from latent_ebm.priors import (
+    AdaptivePrior,
+    GaussianPrior,
+    LEBMPrior,
+    Prior,
+    TREPrior,
+    build_prior,
+    nce_loss,
+)
 from latent_ebm.train import load_run, train
 
 __all__ = [
@@ -15,9 +23,11 @@ __all__ = [
     "Config",
     "Dataset",
     "GaussianPrior",
+    "LEBMPrior",
     "LatentEBM",
     "LatentEBMError",
     "Prior",
+    "TREPrior",
     "build_model",
     "build_prior",
     "langevin",

@@ -60,12 +60,12 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    kind: str = "adaptive"  # gaussian | adaptive (multi-stage NCE, Algorithm 1)
-    stages: int = 4  # K, number of NCE stages; 0 gives the Gaussian prior
-    prior_samples: str = "persistent"  # NCE noise samples: persistent (memory bank) | langevin
-    prior_steps: int = 60  # prior-chain length in the langevin prior-sample mode
-    prior_step_size: float = 0.4  # prior-chain step size in the langevin prior-sample mode
-    lr: float = 5e-5  # Adam learning rate of each ratio network (paper A.3)
+    kind: str = "adaptive"  # gaussian | nce | adaptive (Algorithm 1) | tre | lebm (DESIGN §4)
+    stages: int = 4  # K: adaptive stages (0: Gaussian) or tre ratios (>= 1); nce, lebm ignore it
+    prior_samples: str = "persistent"  # adaptive NCE noise: persistent (memory bank) | langevin
+    prior_steps: int = 60  # prior-chain length: adaptive's langevin mode, lebm training
+    prior_step_size: float = 0.4  # prior-chain step size: adaptive's langevin mode, lebm
+    lr: float = 5e-5  # Adam learning rate of the prior's networks (paper A.3)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Config:
 _CHOICES = {
     "data.name": DATASETS,
     "model.arch": ("auto", "cifar10"),
-    "prior.kind": ("gaussian", "adaptive"),
+    "prior.kind": ("gaussian", "nce", "adaptive", "tre", "lebm"),
     "prior.prior_samples": ("persistent", "langevin"),
 }
 _POSITIVE = (
@@ -248,6 +248,11 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
             raise LatentEBMError(f"config field '{name}' must be >= 0, got {flat[name]!r}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if cfg.prior.kind == "tre" and cfg.prior.stages < 1:
+        raise LatentEBMError(
+            "config field 'prior.stages' must be >= 1 for prior.kind=tre (the number of "
+            f"ratios), got {cfg.prior.stages}"
+        )
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
         raise LatentEBMError(
@@ -274,8 +279,13 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
 
 
 def num_stages(cfg: Config) -> int:
-    """K: the number of ratio networks the prior learns (0 for the Gaussian prior)."""
-    return 0 if cfg.prior.kind == "gaussian" else cfg.prior.stages
+    """Number of stages of the training schedule (:func:`latent_ebm.priors.stage_of`).
+
+    ``prior.stages`` for ``adaptive``, 1 for ``nce`` (one NCE stage), and 0 (no schedule)
+    for ``gaussian``, ``tre`` (all ratios trained together) and ``lebm``.
+    """
+    fixed = {"gaussian": 0, "nce": 1, "tre": 0, "lebm": 0}
+    return fixed.get(cfg.prior.kind, cfg.prior.stages)
 
 
 def resolve_config(

@@ -8,7 +8,14 @@ loop and the evaluations call only these; they never test which prior they hold.
 
 - :class:`GaussianPrior`: ``N(0, I)``, nothing to learn (the paper's SRI / "0 stages").
 - :class:`AdaptivePrior`: ``log p_k(z) = sum_{i<k} f_i(z) - ||z||^2 / 2`` (paper Eq. 5),
-  learned by adaptive multi-stage NCE (Algorithm 1).
+  learned by adaptive multi-stage NCE (Algorithm 1); with ``K = 1`` it is the ``nce`` prior
+  (one ratio, the paper's Table 3 "1 stage").
+- :class:`TREPrior`: the same form with ``K`` ratios learned together by non-adaptive
+  telescoping ratio estimation on waymarks (Rhodes et al. 2020; Table 3 "non-adaptive").
+- :class:`LEBMPrior`: ``log p(z) = f(z) - ||z||^2 / 2`` learned by maximum likelihood with a
+  prior Langevin chain (Pang et al. 2020).
+
+Which class ``prior.kind`` names is the table :data:`PRIORS`.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ __all__ = [
     "PRIORS",
     "AdaptivePrior",
     "GaussianPrior",
+    "LEBMPrior",
     "Prior",
+    "TREPrior",
     "build_prior",
     "nce_loss",
     "stage_of",
+    "tre_waymarks",
 ]
 
 
@@ -127,7 +137,8 @@ class GaussianPrior(Prior):
 
 
 class AdaptivePrior(Prior):
-    """Adaptive multi-stage NCE prior (paper §3.2, Algorithm 1).
+    """Adaptive multi-stage NCE prior (paper §3.2, Algorithm 1); ``prior.kind`` ``adaptive``,
+    and ``nce`` for ``K = 1`` (:func:`latent_ebm.config.num_stages` gives 1 for it).
 
     During stage ``k`` the prior is ``p_k(z) = prod_{i<k} r_i(z) N(0, I)`` with the earlier
     ratios frozen, and ``f_k = log r_k`` is trained by :func:`nce_loss` between posterior
@@ -240,7 +251,182 @@ class AdaptivePrior(Prior):
         self._freeze()
 
 
-PRIORS: dict[str, type[Prior]] = {"gaussian": GaussianPrior, "adaptive": AdaptivePrior}
+def tre_waymarks(z_p: torch.Tensor, z_q: torch.Tensor, stages: int) -> torch.Tensor:
+    """Waymarks of telescoping ratio estimation (Rhodes et al. 2020, DESIGN §4).
+
+    ``z_j = sqrt(1 - a_j^2) z_p + a_j z_q`` with ``a_j = j / K``, ``j = 0..K``: ``z_0 = z_p``
+    (prior draws), ``z_K = z_q`` (posterior samples), paired row by row.
+
+    Arguments:
+        z_p: ``(B, nz)`` draws from ``N(0, I)``.
+        z_q: ``(B, nz)`` posterior samples.
+        stages: K >= 1.
+
+    Returns:
+        ``(K + 1, B, nz)``.
+    """
+    a = torch.arange(stages + 1, dtype=z_p.dtype, device=z_p.device) / stages
+    a = a[:, None, None]
+    return (1 - a**2).sqrt() * z_p + a * z_q
+
+
+class TREPrior(Prior):
+    """Non-adaptive telescoping ratio estimation prior (Rhodes et al. 2020; paper Table 3
+    "non-adaptive"; DESIGN §4).
+
+    ``log p(z) = sum_{j<K} f_j(z) - ||z||^2 / 2``, the same form as Eq. 5, but all ``K`` ratio
+    networks are trained together at every iteration, and the training-time posterior chains
+    always sample under ``N(0, I)`` (:meth:`inference_log_prob`): nothing adapts to the prior
+    being learned. Ratio ``j`` separates waymark ``z_{j+1}`` (numerator) from ``z_j``
+    (denominator) of :func:`tre_waymarks` by :func:`nce_loss`; the log-ratios telescope to
+    ``log q(z) / N(z; 0, I)``. One Adam optimiser updates all ratios on the sum of the ``K``
+    losses.
+
+    Arguments:
+        nz: latent dimension.
+        stages: K >= 1, number of ratios (waymarks ``K + 1``).
+        hidden: ratio-network width.
+        lr, betas: Adam settings.
+    """
+
+    def __init__(
+        self,
+        nz: int,
+        stages: int,
+        hidden: int = 200,
+        lr: float = 5e-5,
+        betas: tuple[float, float] = (0.5, 0.999),
+    ) -> None:
+        super().__init__(nz)
+        if stages < 1:
+            raise ValueError(f"TREPrior needs at least one ratio, got stages={stages}")
+        self.ratios = nn.ModuleList(RatioNet(nz, hidden) for _ in range(stages))
+        self.optim = torch.optim.Adam(self.ratios.parameters(), lr=lr, betas=betas)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> TREPrior:
+        p = cfg.prior
+        return cls(
+            cfg.model.nz, p.stages, cfg.model.ratio_hidden, p.lr, (cfg.train.beta1, cfg.train.beta2)
+        )
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``sum_j f_j(z) - ||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
+        out = _gaussian_log_prob(z)
+        for r in self.ratios:
+            out = out + r(z)
+        return out
+
+    def inference_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``N(0, I)``: the posterior chains of training never see the learned ratios."""
+        return _gaussian_log_prob(z)
+
+    def train_step(
+        self, z_post: torch.Tensor, streams: Streams, bank: MemoryBank
+    ) -> dict[str, float]:
+        """One Adam step of every ratio on its waymark pair; logs ``nce`` (mean over ratios)
+        and ``nce_j`` per ratio."""
+        z_p = streams.normal(rng.PRIOR_DRAW, self.nz)
+        w = tre_waymarks(z_p, z_post.detach(), len(self.ratios))
+        losses = torch.stack([nce_loss(f(w[j + 1]), f(w[j])) for j, f in enumerate(self.ratios)])
+        self.optim.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optim.step()
+        values = losses.tolist()
+        return {"nce": sum(values) / len(values)} | {f"nce_{j}": v for j, v in enumerate(values)}
+
+    def optimizer_state(self) -> list[dict[str, Any]]:
+        return [self.optim.state_dict()]
+
+    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
+        (state,) = states
+        self.optim.load_state_dict(state)
+
+
+class LEBMPrior(Prior):
+    """Latent EBM prior learned by maximum likelihood (Pang et al. 2020; DESIGN §4).
+
+    ``p(z) ∝ exp(f(z)) N(0, I)``, i.e. ``log p(z) = f(z) - ||z||^2 / 2``, with ``f`` a
+    :class:`~latent_ebm.nets.RatioNet`. The gradient of the log-likelihood of the posterior
+    samples is ``E_post[grad f] - E_prior[grad f]``, so each step minimises
+    ``f(z_prior).mean() - f(z_post).mean()`` with ``z_prior`` from a prior Langevin chain on
+    ``log p`` started at ``N(0, I)`` (``prior_steps`` steps of ``prior_step_size``; LEBM: 60
+    steps of 0.4). The posterior chains sample under ``log p`` (the default
+    :meth:`inference_log_prob`); LEBM's 20 posterior steps are ``train.post_steps`` of the
+    training config, not set here.
+
+    Arguments:
+        nz: latent dimension.
+        hidden: width of ``f``.
+        lr, betas: Adam settings.
+        prior_steps, prior_step_size: the prior chain.
+    """
+
+    def __init__(
+        self,
+        nz: int,
+        hidden: int = 200,
+        lr: float = 5e-5,
+        betas: tuple[float, float] = (0.5, 0.999),
+        prior_steps: int = 60,
+        prior_step_size: float = 0.4,
+    ) -> None:
+        super().__init__(nz)
+        self.energy = RatioNet(nz, hidden)
+        # The output bias of f adds a constant to log p that maximum likelihood cannot
+        # determine: its gradient is zero up to rounding, which Adam would amplify into a
+        # random walk. It stays at 0.
+        self.energy.net[-1].bias.requires_grad_(False)
+        trainable = [p for p in self.energy.parameters() if p.requires_grad]
+        self.optim = torch.optim.Adam(trainable, lr=lr, betas=betas)
+        self.prior_steps = prior_steps
+        self.prior_step_size = prior_step_size
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> LEBMPrior:
+        p = cfg.prior
+        betas = (cfg.train.beta1, cfg.train.beta2)
+        return cls(
+            cfg.model.nz, cfg.model.ratio_hidden, p.lr, betas, p.prior_steps, p.prior_step_size
+        )
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``f(z) - ||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
+        return self.energy(z) + _gaussian_log_prob(z)
+
+    def prior_samples(self, streams: Streams) -> torch.Tensor:
+        """The training prior chain: ``(B, nz)`` from ``N(0, I)`` draws of the iteration."""
+        z0 = streams.normal(rng.PRIOR_DRAW, self.nz)
+        noise = streams.chain_noise(rng.PRIOR_NOISE, self.nz)
+        return langevin(z0, self.log_prob, self.prior_steps, self.prior_step_size, randn=noise)
+
+    def train_step(
+        self, z_post: torch.Tensor, streams: Streams, bank: MemoryBank
+    ) -> dict[str, float]:
+        """One Adam step on ``f(z_prior).mean() - f(z_post).mean()``; logs ``loss_ebm``."""
+        z_prior = self.prior_samples(streams)
+        loss = self.energy(z_prior).mean() - self.energy(z_post.detach()).mean()
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        return {"loss_ebm": loss.item()}
+
+    def optimizer_state(self) -> list[dict[str, Any]]:
+        return [self.optim.state_dict()]
+
+    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
+        (state,) = states
+        self.optim.load_state_dict(state)
+
+
+# ``nce`` is the adaptive prior with one stage: num_stages gives K = 1 for it.
+PRIORS: dict[str, type[Prior]] = {
+    "gaussian": GaussianPrior,
+    "nce": AdaptivePrior,
+    "adaptive": AdaptivePrior,
+    "tre": TREPrior,
+    "lebm": LEBMPrior,
+}
 
 
 def build_prior(cfg: Config) -> Prior:
