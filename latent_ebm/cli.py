@@ -111,6 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="make every figure of a trained run")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+
+    r = sub.add_parser("reproduce", help="train and evaluate the models of a table of the paper")
+    r.add_argument(
+        "experiment",
+        help="stages (Table 3, stages), adaptive (Table 3, vs TRE), compare (Table 1), "
+        "anomaly (Table 2)",
+    )
+    r.add_argument("--dataset", default="fashion-mnist", help="data set (default fashion-mnist)")
+    r.add_argument("--scale", default="cpu", help="cpu (default) | paper | tiny")
+    r.add_argument("--out", type=Path, required=True, help="folder of the runs and tables")
+    r.add_argument(
+        "--holdout",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="anomaly: held-out classes (default: 0 1 2; paper scale: every class)",
+    )
+    r.add_argument("--fid-n", type=int, help="FID: generated images (cpu 10,000; paper 50,000)")
+    r.add_argument("--features", default="classifier", help="FID: classifier | inception")
+    r.add_argument("--weights", type=Path, help="FID: FID Inception weights file (.pth)")
+    r.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
+    r.add_argument("--data-dir", type=Path, help="folder of the data files")
+    r.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
     return parser
 
 
@@ -234,6 +259,16 @@ def _cmd_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from latent_ebm.reproduce import reproduce
+
+    # Every option of the reproduce parser is a keyword argument of reproduce.
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "experiment", "out")}
+    result = reproduce(args.experiment, args.out, **options)
+    print(result.markdown)
+    print(f"wrote {result.md_path} and {result.json_path}")
+
+
 def _warning_line(message: Warning | str, category: type[Warning], *args: object) -> str:
     return f"warning: {message}\n"
 
@@ -244,7 +279,13 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _warning_line  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "plot": _cmd_plot}
+    commands = {
+        "train": _cmd_train,
+        "sample": _cmd_sample,
+        "eval": _cmd_eval,
+        "plot": _cmd_plot,
+        "reproduce": _cmd_reproduce,
+    }
     try:
         commands[args.command](args)
     except TrainingInterrupted as e:

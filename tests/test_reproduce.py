@@ -1,0 +1,223 @@
+"""The reproduce runner: the experiments' definitions, tiny end-to-end runs through the command
+line (tables equal to the runs' reports, reruns retrain nothing, interrupted runs resume) and
+its bad inputs."""
+
+import json
+import math
+
+import pytest
+
+from latent_ebm import reproduce as rep
+from latent_ebm.config import config_to_dict, save_config
+from latent_ebm.reproduce import EXPERIMENTS, experiment_runs, reproduce
+from latent_ebm.train import load_run, train
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def classifier_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("classifiers")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, classifier_cache):
+    """Keep the FID classifier of these tests out of the user's cache."""
+    monkeypatch.setenv("LATENT_EBM_CACHE", str(classifier_cache))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The body cells of the (only) Markdown table."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---")) + 1
+    body = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip() for c in line.strip("|").split("|")])
+    return body
+
+
+# The experiments' definitions.
+
+
+def _shared(run, own: set[str]) -> dict:
+    """A run's config without what a model may change: prior.*, the fields ``own`` of some
+    model's extra overrides (lebm's post_steps), the held-out class."""
+    d = config_to_dict(run.cfg)
+    del d["prior"]
+    assert d["data"].pop("holdout") == run.holdout
+    for key in own:
+        section, name = key.split(".")
+        del d[section][name]
+    return d
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_models_differ_only_in_the_prior(experiment):
+    # cpu scale on digits: the fashion-mnist-cpu base, no Fashion-MNIST files needed.
+    runs = experiment_runs(experiment, "digits", "cpu", seed=3)
+    own = {o.split("=")[0] for r in runs for o in r.spec.extra}
+    assert own <= {"train.post_steps"}
+    shared = [_shared(r, own) for r in runs]
+    assert all(d == shared[0] for d in shared)
+    assert shared[0]["train"]["iters"] == 2400 and shared[0]["train"]["seed"] == 3
+    assert len({r.name for r in runs}) == len(runs)  # one run directory per model
+    for r in runs:
+        assert r.cfg.prior.kind == r.spec.kind
+        assert r.cfg.train.post_steps == (20 if r.spec.kind == "lebm" else 30)
+
+
+def test_experiment_models():
+    kinds = {
+        name: [(r.cfg.prior.kind, r.cfg.prior.stages) for r in experiment_runs(name, "digits")]
+        for name in ("stages", "adaptive", "compare")
+    }
+    assert kinds["stages"] == [("gaussian", 0)] + [("adaptive", k) for k in (1, 2, 4, 8)]
+    assert kinds["adaptive"] == [(kind, k) for kind in ("adaptive", "tre") for k in (1, 2, 4, 8)]
+    assert [kind for kind, _ in kinds["compare"]] == ["gaussian", "nce", "adaptive", "tre", "lebm"]
+    assert kinds["compare"][2:4] == [("adaptive", 4), ("tre", 4)]
+
+    anomaly = experiment_runs("anomaly", "digits", "cpu")
+    assert [(r.spec.label, r.holdout) for r in anomaly] == [
+        (label, c) for label in ("adaptive K=4", "lebm") for c in (0, 1, 2)
+    ]
+    assert all(r.cfg.train.keep_every == 120 for r in anomaly)  # 20 snapshots to average over
+    paper = experiment_runs("anomaly", "digits", "paper", holdout=[4, 1, 4])
+    assert [r.holdout for r in paper] == [4, 1, 4, 1]  # unique classes, in the order given
+    assert len(experiment_runs("anomaly", "digits", "paper")) == 20  # every class
+
+
+def test_scales():
+    cpu = experiment_runs("compare", "fashion-mnist", "cpu")[2].cfg  # adaptive K=4
+    assert (cpu.train.iters, cpu.model.nz, cpu.model.ngf, cpu.train.lr) == (2400, 32, 16, 3e-4)
+    paper = experiment_runs("compare", "fashion-mnist", "paper")[2].cfg
+    # 100 epochs of 600 iterations, a new stage every 25 epochs, the learning rates of A.3.
+    assert paper.train.iters // paper.prior.stages == 25 * 600
+    assert (paper.train.lr, paper.prior.lr, paper.train.batch_size) == (1e-4, 5e-5, 100)
+    assert (rep.SCALES["cpu"]["fid_n"], rep.SCALES["paper"]["fid_n"]) == (10_000, 50_000)
+
+
+# End to end on digits at the tiny scale (stages shorter than an epoch: expected warnings).
+
+few_iterations = pytest.mark.filterwarnings("ignore:each stage lasts")
+
+
+@few_iterations
+def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "repro"
+    args = ["reproduce", "stages", "--dataset", "digits", "--scale", "tiny", "--out", out]
+    code, stdout, err = run_cli([*args, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "[3/5] adaptive K=2: training" in stdout
+
+    md = (out / "stages.md").read_text()
+    assert md in stdout  # printed at the end
+    assert "`digits`" in md and "16 iterations" in md and "seed 0" in md
+    assert "classifier features" in md and "500 generated images" in md
+    assert f"`latent-ebm reproduce stages --dataset digits --scale tiny --out {out}" in md
+    rows = table_rows(md)
+    assert [r[0] for r in rows] == ["gaussian", *(f"adaptive K={k}" for k in (1, 2, 4, 8))]
+    assert [r[2] for r in rows] == ["0", "1", "2", "4", "8"]
+    results = json.loads((out / "stages.json").read_text())
+    for row, model in zip(rows, results["models"], strict=True):
+        run = out / "stages" / model["name"]
+        for metric, cell, digits in [("recon", row[3], 4), ("fid", row[4], 2)]:
+            report = json.loads((run / "eval" / f"{metric}.json").read_text())
+            assert math.isfinite(report["value"]) and report["iteration"] == 16
+            assert model["reports"][metric]["value"] == report["value"]
+            assert cell == f"{report['value']:.{digits}f}"
+        assert model["train_time_s"] == round(load_run(run)[2]["elapsed"], 1)
+
+    # Rerunning retrains and re-evaluates nothing and writes the same table.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/checkpoint.pt")}
+    assert len(mtimes) == 5
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run was trained or evaluated again")
+
+    monkeypatch.setattr(rep, "train", forbidden)
+    monkeypatch.setattr(rep, "evaluate_run", forbidden)
+    lines = []
+    again = reproduce(
+        "stages", out, dataset="digits", scale="tiny", progress=False, echo=lines.append
+    )
+    assert again.markdown == md
+    assert sum("not retrained" in line for line in lines) == 5
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@few_iterations
+def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
+    out = tmp_path / "repro"
+    first = experiment_runs("anomaly", "digits", "tiny", holdout=[1])[0]
+    train(first.cfg, out / "anomaly" / first.name, max_iters=8, progress=False)  # "a crash"
+
+    args = ["reproduce", "anomaly", "--scale", "tiny", "--dataset", "digits", "--holdout", 1]
+    code, stdout, err = run_cli([*args, "--out", out, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "[1/2] adaptive K=4, held-out class 1: resuming at iteration 8 of 16" in stdout
+    assert "[2/2] lebm, held-out class 1: training" in stdout
+    md = (out / "anomaly.md").read_text()
+    assert "held-out 1" in md and "train.post_steps=20" in md
+    rows = table_rows(md)
+    assert [r[0] for r in rows] == ["adaptive K=4", "lebm"]
+    for row, name in zip(rows, ["adaptive-K4-holdout1", "lebm-holdout1"], strict=True):
+        report = json.loads((out / "anomaly" / name / "eval" / "anomaly.json").read_text())
+        value, std = (float(x) for x in row[1].split(" ± "))
+        assert 0 < value <= 1 and value == pytest.approx(report["value"], abs=5e-4)
+        assert std == pytest.approx(report["std"], abs=5e-4)
+        assert report["iterations"] == [14, 15, 16]  # the last 3 snapshots (tiny scale)
+    assert load_run(out / "anomaly" / "adaptive-K4-holdout1")[2]["iteration"] == 16
+
+
+# Bad inputs.
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bogus"], "unknown experiment 'bogus'"),
+        (["stages", "--scale", "huge"], "unknown scale 'huge'"),
+        (["stages", "--dataset", "cifar"], "unknown data set 'cifar'"),
+        (["anomaly", "--holdout", "11"], "--holdout 11 is not a label of digits"),
+        (["stages", "--holdout", "1"], "applies to the anomaly experiment"),
+        (["anomaly", "--fid-n", "100"], "do not apply to 'anomaly'"),
+        (["compare", "--fid-n", "1"], "--fid-n must be at least 2"),
+        (["compare", "--features", "inception"], "needs --weights"),
+        (["compare", "--features", "pixels"], "unknown --features 'pixels'"),
+        (["stages", "--seed", "-1"], "--seed must be >= 0"),
+    ],
+)
+def test_bad_inputs_are_one_line(tmp_path, capsys, args, expected):
+    dataset = [] if "--dataset" in args else ["--dataset", "digits"]
+    scale = [] if "--scale" in args else ["--scale", "tiny"]
+    code, _, err = run_cli(["reproduce", *args, *dataset, *scale, "--out", tmp_path], capsys)
+    assert code != 0
+    assert err.startswith("error: ") and expected in err, err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / args[0]).exists()  # nothing trained
+
+
+def test_unparsable_option_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["reproduce", "anomaly", "--holdout", "x", "--out", tmp_path], capsys)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "invalid int value: 'x'" in err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_foreign_run_directories_are_errors(tmp_path, capsys):
+    args = ["reproduce", "anomaly", "--dataset", "digits", "--scale", "tiny", "--holdout", 1]
+    first = experiment_runs("anomaly", "digits", "tiny", holdout=[1])[0]
+    run = tmp_path / "anomaly" / first.name
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    code, _, err = run_cli([*args, "--out", tmp_path], capsys)
+    assert code == 1 and "holds no config.yaml" in err and len(err.splitlines()) == 1
+
+    (run / "notes.txt").unlink()
+    first.cfg.train.seed = 7  # a run of another command
+    save_config(first.cfg, run / "config.yaml")
+    code, _, err = run_cli([*args, "--out", tmp_path], capsys)
+    assert code == 1 and "train.seed is 7 there, 0 here" in err, err
+    assert len(err.splitlines()) == 1
