@@ -74,10 +74,6 @@ def _gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
 class Prior(nn.Module):
     """The interface every prior implements. Shapes: ``z`` is ``(B, nz)``."""
 
-    def __init__(self, nz: int) -> None:
-        super().__init__()
-        self.nz = nz
-
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, nz)`` -> ``(B,)``: log density of the prior learned so far, up to a constant."""
         raise NotImplementedError
@@ -106,12 +102,19 @@ class Prior(nn.Module):
         """Prior samples by Langevin dynamics on ``log_prob`` from ``z0 ~ N(0, I)``."""
         return langevin(z0, self.log_prob, steps, step_size, randn=randn, trajectory=trajectory)
 
+    def __init__(self, nz: int) -> None:
+        super().__init__()
+        self.nz = nz
+        self.optims: list[torch.optim.Optimizer] = []  # a subclass's optimisers, checkpointed
+
     def optimizer_state(self) -> list[dict[str, Any]]:
         """State of the prior's optimisers (for checkpoints)."""
-        return []
+        return [o.state_dict() for o in self.optims]
 
     def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
         """Restore :meth:`optimizer_state`."""
+        for o, state in zip(self.optims, states, strict=True):
+            o.load_state_dict(state)
 
 
 class GaussianPrior(Prior):
@@ -239,13 +242,6 @@ class AdaptivePrior(Prior):
         self.optims[k].step()
         return {"nce": loss.item()}
 
-    def optimizer_state(self) -> list[dict[str, Any]]:
-        return [o.state_dict() for o in self.optims]
-
-    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
-        for o, s in zip(self.optims, states, strict=True):
-            o.load_state_dict(s)
-
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._freeze()
@@ -301,7 +297,7 @@ class TREPrior(Prior):
         if stages < 1:
             raise ValueError(f"TREPrior needs at least one ratio, got stages={stages}")
         self.ratios = nn.ModuleList(RatioNet(nz, hidden) for _ in range(stages))
-        self.optim = torch.optim.Adam(self.ratios.parameters(), lr=lr, betas=betas)
+        self.optims = [torch.optim.Adam(self.ratios.parameters(), lr=lr, betas=betas)]
 
     @classmethod
     def from_config(cls, cfg: Config) -> TREPrior:
@@ -329,18 +325,11 @@ class TREPrior(Prior):
         z_p = streams.normal(rng.PRIOR_DRAW, self.nz)
         w = tre_waymarks(z_p, z_post.detach(), len(self.ratios))
         losses = torch.stack([nce_loss(f(w[j + 1]), f(w[j])) for j, f in enumerate(self.ratios)])
-        self.optim.zero_grad(set_to_none=True)
+        self.optims[0].zero_grad(set_to_none=True)
         losses.sum().backward()
-        self.optim.step()
+        self.optims[0].step()
         values = losses.tolist()
         return {"nce": sum(values) / len(values)} | {f"nce_{j}": v for j, v in enumerate(values)}
-
-    def optimizer_state(self) -> list[dict[str, Any]]:
-        return [self.optim.state_dict()]
-
-    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
-        (state,) = states
-        self.optim.load_state_dict(state)
 
 
 class LEBMPrior(Prior):
@@ -378,7 +367,7 @@ class LEBMPrior(Prior):
         # random walk. It stays at 0.
         self.energy.net[-1].bias.requires_grad_(False)
         trainable = [p for p in self.energy.parameters() if p.requires_grad]
-        self.optim = torch.optim.Adam(trainable, lr=lr, betas=betas)
+        self.optims = [torch.optim.Adam(trainable, lr=lr, betas=betas)]
         self.prior_steps = prior_steps
         self.prior_step_size = prior_step_size
 
@@ -406,17 +395,10 @@ class LEBMPrior(Prior):
         """One Adam step on ``f(z_prior).mean() - f(z_post).mean()``; logs ``loss_ebm``."""
         z_prior = self.prior_samples(streams)
         loss = self.energy(z_prior).mean() - self.energy(z_post.detach()).mean()
-        self.optim.zero_grad(set_to_none=True)
+        self.optims[0].zero_grad(set_to_none=True)
         loss.backward()
-        self.optim.step()
+        self.optims[0].step()
         return {"loss_ebm": loss.item()}
-
-    def optimizer_state(self) -> list[dict[str, Any]]:
-        return [self.optim.state_dict()]
-
-    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
-        (state,) = states
-        self.optim.load_state_dict(state)
 
 
 # ``nce`` is the adaptive prior with one stage: num_stages gives K = 1 for it.
