@@ -74,6 +74,11 @@ def _gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
 class Prior(nn.Module):
     """The interface every prior implements. Shapes: ``z`` is ``(B, nz)``."""
 
+    def __init__(self, nz: int) -> None:
+        super().__init__()
+        self.nz = nz
+        self.optims: list[torch.optim.Optimizer] = []  # a subclass's optimisers, checkpointed
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, nz)`` -> ``(B,)``: log density of the prior learned so far, up to a constant."""
         raise NotImplementedError
@@ -101,11 +106,6 @@ class Prior(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Prior samples by Langevin dynamics on ``log_prob`` from ``z0 ~ N(0, I)``."""
         return langevin(z0, self.log_prob, steps, step_size, randn=randn, trajectory=trajectory)
-
-    def __init__(self, nz: int) -> None:
-        super().__init__()
-        self.nz = nz
-        self.optims: list[torch.optim.Optimizer] = []  # a subclass's optimisers, checkpointed
 
     def optimizer_state(self) -> list[dict[str, Any]]:
         """State of the prior's optimisers (for checkpoints)."""
