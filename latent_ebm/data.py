@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.errors import LatentEBMError, one_line
 
 __all__ = [
     "DATASETS",
@@ -158,10 +158,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raw = path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise LatentEBMError(
-            f"{path} is not a valid gzip file or is corrupt ({_one_line(exc)}); {_REDOWNLOAD}"
+            f"{path} is not a valid gzip file or is corrupt ({one_line(exc)}); {_REDOWNLOAD}"
         ) from None
     except OSError as exc:
-        raise LatentEBMError(f"could not read {path} ({_one_line(exc)})") from None
+        raise LatentEBMError(f"could not read {path} ({one_line(exc)})") from None
 
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise LatentEBMError(f"{path} is not a valid IDX file (bad magic number); {_REDOWNLOAD}")
@@ -202,7 +202,7 @@ def download(urls: Sequence[str], dest: str | os.PathLike, md5: str | None = Non
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LatentEBMError(
-            f"cannot create {dest.parent} to download {dest.name} into ({_one_line(exc)}); "
+            f"cannot create {dest.parent} to download {dest.name} into ({one_line(exc)}); "
             f"pass --data-dir with a writable folder"
         ) from None
     failures = []
@@ -226,7 +226,7 @@ def download(urls: Sequence[str], dest: str | os.PathLike, md5: str | None = Non
             os.replace(tmp_name, dest)
             return dest
         except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
-            failures.append(f"{url}: {_one_line(exc)}")
+            failures.append(f"{url}: {one_line(exc)}")
         finally:
             if tmp_name is not None and os.path.exists(tmp_name):
                 os.remove(tmp_name)
@@ -383,7 +383,3 @@ DATASETS: tuple[str, ...] = tuple(_LOADERS)  # the registry's names
 def _check_name(name: str) -> None:
     if name not in _LOADERS:
         raise LatentEBMError(f"unknown data set {name!r}; choose one of: {', '.join(_LOADERS)}")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

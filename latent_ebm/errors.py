@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ChainDivergedError", "LatentEBMError"]
+__all__ = ["ChainDivergedError", "LatentEBMError", "one_line"]
 
 
 class LatentEBMError(Exception):
@@ -19,3 +19,8 @@ class ChainDivergedError(LatentEBMError):
     def __init__(self, message: str, rows: list[int] | None = None) -> None:
         super().__init__(message)
         self.rows = rows or []
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

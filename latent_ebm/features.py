@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -35,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latent_ebm.data import Dataset, to_float
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.errors import LatentEBMError, one_line
+from latent_ebm.files import save_atomic
 from latent_ebm.inception import FIDInceptionV3, load_fid_inception
 
 __all__ = [
@@ -274,7 +274,7 @@ def classifier_features(
             net.load_state_dict(blob["state_dict"])
         except (RuntimeError, KeyError, TypeError) as exc:
             warnings.warn(
-                f"{path} does not fit the classifier ({_first_line(exc)}); retraining",
+                f"{path} does not fit the classifier ({one_line(exc)}); retraining",
                 stacklevel=2,
             )
             blob = None
@@ -372,7 +372,7 @@ def _read_cache(path: Path, fingerprint: str, seed: int) -> dict[str, Any] | Non
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file (truncated zip, pickle error, ...) retrains
         warnings.warn(
-            f"classifier cache {path} is unreadable ({_first_line(exc)}); retraining", stacklevel=3
+            f"classifier cache {path} is unreadable ({one_line(exc)}); retraining", stacklevel=3
         )
         return None
     if not isinstance(blob, dict) or "state_dict" not in blob or "test_accuracy" not in blob:
@@ -390,29 +390,17 @@ def _read_cache(path: Path, fingerprint: str, seed: int) -> dict[str, Any] | Non
 
 
 def _write_atomic(blob: dict[str, Any], path: Path) -> bool:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``; warn on failure."""
-    tmp = None
+    """:func:`latent_ebm.files.save_atomic`, with a warning instead of an error on failure."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-        os.replace(tmp, path)
+        save_atomic(blob, path)
         return True
     except OSError as exc:
         warnings.warn(
-            f"could not write the classifier cache {path} ({_first_line(exc)}); it will be "
+            f"could not write the classifier cache {path} ({one_line(exc)}); it will be "
             f"retrained next time (set {CACHE_ENV_VAR} to a writable folder)",
             stacklevel=3,
         )
         return False
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # Standard features: the FID Inception-v3 network.

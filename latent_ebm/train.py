@@ -10,7 +10,6 @@ exactly the parameters of an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import time
@@ -34,6 +33,7 @@ from latent_ebm.config import (
 )
 from latent_ebm.data import Dataset, load_dataset, to_float
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
+from latent_ebm.files import save_atomic
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.priors import stage_of
@@ -113,13 +113,10 @@ def prepare_run_dir(out: Path, cfg: Config | None, resume: bool, force: bool) ->
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any], last_good: int) -> None:
-    """``torch.save`` to a temporary file, then an atomic rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
+    """:func:`latent_ebm.files.save_atomic`, with a one-line error naming the last good one."""
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        save_atomic(state, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise LatentEBMError(
             f"could not write checkpoint {path} ({e.strerror or e}); free disk space and "
             f"rerun with --resume (the checkpoint at iteration {last_good} is intact)"

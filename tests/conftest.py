@@ -1,11 +1,14 @@
 """Shared fixtures: a tiny configuration on the built-in digits data set."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from latent_ebm.cli import main
 from latent_ebm.config import Config, apply_overrides
 from latent_ebm.data import load_dataset
+from latent_ebm.train import CHECKPOINT, read_metrics, train
 
 TINY = [
     "data.name=digits",
@@ -44,3 +47,41 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err.strip()
+
+
+def checkpoint_state(run: Path) -> dict:
+    """The checkpoint of a run directory."""
+    return torch.load(run / CHECKPOINT, weights_only=False)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two checkpoints hold bitwise-equal parameters, optimiser states and memory banks."""
+    assert a["iteration"] == b["iteration"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for (pa, va), (pb, vb) in zip(
+        a["opt_g"]["state"].items(), b["opt_g"]["state"].items(), strict=True
+    ):
+        assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
+    assert torch.equal(a["bank"]["bank"], b["bank"]["bank"])
+    assert torch.equal(a["bank"]["snapshot"], b["bank"]["snapshot"])
+    for sa, sb in zip(a["opt_prior"], b["opt_prior"], strict=True):
+        for (pa, va), (pb, vb) in zip(sa["state"].items(), sb["state"].items(), strict=True):
+            assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
+
+
+def assert_resume_matches(cfg: Config, tmp_path: Path, stop: int, data) -> tuple[dict, list]:
+    """Train ``cfg`` straight through and, separately, to ``stop`` then ``--resume``: both
+    end with the same checkpoint and the same metrics. Returns the checkpoint and metrics."""
+    train(cfg, tmp_path / "full", progress=False, data=data)
+    train(cfg, tmp_path / "part", progress=False, data=data, max_iters=stop)
+    assert checkpoint_state(tmp_path / "part")["iteration"] == stop
+    train(None, tmp_path / "part", resume=True, progress=False, data=data)
+    full = checkpoint_state(tmp_path / "full")
+    assert_same_state(full, checkpoint_state(tmp_path / "part"))
+    metrics = [
+        [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / run)]
+        for run in ("full", "part")
+    ]
+    assert metrics[0] == metrics[1]
+    return full, metrics[0]

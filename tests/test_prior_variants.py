@@ -14,8 +14,12 @@ from latent_ebm.memory import MemoryBank
 from latent_ebm.model import build_model
 from latent_ebm.priors import PRIORS, LEBMPrior, TREPrior, build_prior, tre_waymarks
 from latent_ebm.train import read_metrics, train
-from tests.conftest import tiny_config
-from tests.test_train import _assert_same_state, _state
+from tests.conftest import (
+    assert_resume_matches,
+    assert_same_state,
+    checkpoint_state,
+    tiny_config,
+)
 
 KINDS = ["gaussian", "nce", "adaptive", "tre", "lebm"]
 SHAPE = (1, 8, 8)
@@ -121,13 +125,7 @@ def test_short_training_run(tmp_path, digits, kind):
 @pytest.mark.parametrize("kind", ["tre", "lebm"])
 def test_resume_equals_uninterrupted(tmp_path, digits, kind):
     cfg = tiny_config(f"prior.kind={kind}", "train.iters=8", "prior.prior_steps=5")
-    train(cfg, tmp_path / "full", progress=False, data=digits)
-    train(cfg, tmp_path / "part", progress=False, data=digits, max_iters=4)
-    train(None, tmp_path / "part", resume=True, progress=False, data=digits)
-    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
-    strip = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "full")]
-    again = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "part")]
-    assert strip == again
+    assert_resume_matches(cfg, tmp_path, 4, digits)
 
 
 def test_nce_is_adaptive_with_one_stage(tmp_path, digits):
@@ -139,7 +137,7 @@ def test_nce_is_adaptive_with_one_stage(tmp_path, digits):
     train(tiny_config("prior.kind=nce"), tmp_path / "nce", progress=False, data=digits)
     one = tiny_config("prior.kind=adaptive", "prior.stages=1")
     train(one, tmp_path / "adaptive", progress=False, data=digits)
-    _assert_same_state(_state(tmp_path / "nce"), _state(tmp_path / "adaptive"))
+    assert_same_state(checkpoint_state(tmp_path / "nce"), checkpoint_state(tmp_path / "adaptive"))
 
 
 def test_stage_counts_and_validation():

@@ -15,56 +15,30 @@ import torch
 from latent_ebm import rng
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.train import CHECKPOINT, read_metrics, train
-from tests.conftest import TINY, run_cli, tiny_config
-
-
-def _state(run: Path) -> dict:
-    return torch.load(run / CHECKPOINT, weights_only=False)
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a["iteration"] == b["iteration"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for (pa, va), (pb, vb) in zip(
-        a["opt_g"]["state"].items(), b["opt_g"]["state"].items(), strict=True
-    ):
-        assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
-    assert torch.equal(a["bank"]["bank"], b["bank"]["bank"])
-    assert torch.equal(a["bank"]["snapshot"], b["bank"]["snapshot"])
-    for sa, sb in zip(a["opt_prior"], b["opt_prior"], strict=True):
-        for (pa, va), (pb, vb) in zip(sa["state"].items(), sb["state"].items(), strict=True):
-            assert pa == pb and all(torch.equal(va[k], vb[k]) for k in va)
+from tests.conftest import (
+    TINY,
+    assert_resume_matches,
+    assert_same_state,
+    checkpoint_state,
+    run_cli,
+    tiny_config,
+)
 
 
 @pytest.mark.parametrize("mode", ["persistent", "langevin"])
 def test_resume_equals_uninterrupted(tmp_path, digits, mode):
-    """Stop at n = 6 (mid stage 1 of 2... the transition is at 6), resume to 12: same result."""
+    """Stop at n = 6 (the transition to stage 1 of 2), resume to 12: the same result."""
     cfg = tiny_config(f"prior.prior_samples={mode}", "prior.prior_steps=3")
-    train(cfg, tmp_path / "full", progress=False, data=digits)
-    train(cfg, tmp_path / "part", progress=False, data=digits, max_iters=6)
-    assert _state(tmp_path / "part")["iteration"] == 6
-    train(None, tmp_path / "part", resume=True, progress=False, data=digits)
-    full, part = _state(tmp_path / "full"), _state(tmp_path / "part")
-    _assert_same_state(full, part)
+    full, metrics = assert_resume_matches(cfg, tmp_path, 6, digits)
     assert int(full["model"]["prior.stage"]) == 2  # every ratio joined the final prior
-    strip = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "full")]
-    again = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "part")]
-    assert strip == again
-    assert [m["iteration"] for m in strip] == [2, 4, 6, 8, 10, 12]
+    assert [m["iteration"] for m in metrics] == [2, 4, 6, 8, 10, 12]
 
 
 def test_resume_after_checkpoint_mid_window_truncates_log(tmp_path, digits):
-    cfg = tiny_config("train.ckpt_every=3", "train.log_every=2")
-    train(cfg, tmp_path / "full", progress=False, data=digits)
-    train(cfg, tmp_path / "part", progress=False, data=digits, max_iters=5)
     # The stop at 5 saves a checkpoint in the middle of a log window (4, 6]: the window's
     # values travel in the checkpoint, so the line at 6 matches the uninterrupted run's.
-    train(None, tmp_path / "part", resume=True, progress=False, data=digits)
-    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
-    strip = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "full")]
-    again = [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "part")]
-    assert strip == again
+    cfg = tiny_config("train.ckpt_every=3", "train.log_every=2")
+    assert_resume_matches(cfg, tmp_path, 5, digits)
 
 
 def test_nan_in_chain_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
@@ -82,7 +56,7 @@ def test_nan_in_chain_stops_and_keeps_last_good_checkpoint(tmp_path, digits, mon
     msg = str(err.value)
     assert "iteration 10" in msg and "post_step_size" in msg and "iteration 8" in msg
     assert "\n" not in msg
-    assert _state(tmp_path / "run")["iteration"] == 8
+    assert checkpoint_state(tmp_path / "run")["iteration"] == 8
 
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, digits, monkeypatch):
@@ -96,7 +70,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, digits, monkeypatch):
     with pytest.raises(LatentEBMError, match=r"No space left.*iteration 4 is intact"):
         train(None, tmp_path / "run", resume=True, progress=False, data=digits)
     monkeypatch.undo()
-    assert _state(tmp_path / "run")["iteration"] == 4
+    assert checkpoint_state(tmp_path / "run")["iteration"] == 4
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
@@ -113,7 +87,7 @@ def test_sigterm_saves_checkpoint_then_resume_finishes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "checkpoint saved" in err and "--resume" in err
-    done = _state(run)["iteration"]
+    done = checkpoint_state(run)["iteration"]
     assert done >= 2
     last_logged = read_metrics(run)[-1]["iteration"]
     assert last_logged <= done
@@ -140,12 +114,12 @@ def test_cli_end_to_end_on_digits(tmp_path, capsys):
     lines = read_metrics(run)
     assert {"iteration", "stage", "time", "loss_g", "nce"} <= set(lines[0])
     # The run is complete: resuming it changes nothing and exits cleanly.
-    before = _state(run)
+    before = checkpoint_state(run)
     code, _, err = run_cli(
         ["train", "--resume", "--out", str(run), "--no-progress", "--no-eval"], capsys
     )
     assert code == 0, err
-    _assert_same_state(before, _state(run))
+    assert_same_state(before, checkpoint_state(run))
 
 
 def _write_truncated_idx(folder: Path) -> None:
