@@ -9,6 +9,7 @@ exactly the parameters of an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -77,10 +78,14 @@ def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) ->
     Each epoch is a permutation seeded by ``(seed, epoch)``; the last partial batch of an
     epoch is dropped, so iteration ``t`` always sees the same examples.
     """
-    per_epoch = num_train // batch_size
-    epoch, b = divmod(iteration, per_epoch)
-    perm = torch.randperm(num_train, generator=rng.generator_for(seed, epoch, rng.BATCH_ORDER))
-    return perm[b * batch_size : (b + 1) * batch_size]
+    epoch, b = divmod(iteration, num_train // batch_size)
+    return _epoch_order(num_train, seed, epoch)[b * batch_size : (b + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_train: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch ``epoch``, made once per epoch rather than per iteration."""
+    return torch.randperm(num_train, generator=rng.generator_for(seed, epoch, rng.BATCH_ORDER))
 
 
 def prepare_run_dir(out: Path, cfg: Config | None, resume: bool, force: bool) -> Config:
