@@ -72,8 +72,9 @@ def test_experiment_models():
         name: [(r.cfg.prior.kind, r.cfg.prior.stages) for r in experiment_runs(name, "digits")]
         for name in ("stages", "adaptive", "compare")
     }
-    assert kinds["stages"] == [("gaussian", 0)] + [("adaptive", k) for k in (1, 2, 4, 8)]
-    assert kinds["adaptive"] == [(kind, k) for kind in ("adaptive", "tre") for k in (1, 2, 4, 8)]
+    adaptive = [("nce", 1)] + [("adaptive", k) for k in (2, 4, 8)]  # one stage: the nce run
+    assert kinds["stages"] == [("gaussian", 0), *adaptive]
+    assert kinds["adaptive"] == adaptive + [("tre", k) for k in (1, 2, 4, 8)]
     assert [kind for kind, _ in kinds["compare"]] == ["gaussian", "nce", "adaptive", "tre", "lebm"]
     assert kinds["compare"][2:4] == [("adaptive", 4), ("tre", 4)]
 
@@ -116,11 +117,11 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     assert "classifier features" in md and "500 generated images" in md
     assert f"`latent-ebm reproduce stages --dataset digits --scale tiny --out {out}" in md
     rows = table_rows(md)
-    assert [r[0] for r in rows] == ["gaussian", *(f"adaptive K={k}" for k in (1, 2, 4, 8))]
+    assert [r[0] for r in rows] == ["gaussian", "nce", *(f"adaptive K={k}" for k in (2, 4, 8))]
     assert [r[2] for r in rows] == ["0", "1", "2", "4", "8"]
     results = json.loads((out / "stages.json").read_text())
     for row, model in zip(rows, results["models"], strict=True):
-        run = out / "stages" / model["name"]
+        run = out / "runs" / model["name"]
         for metric, cell, digits in [("recon", row[3], 4), ("fid", row[4], 2)]:
             report = json.loads((run / "eval" / f"{metric}.json").read_text())
             assert math.isfinite(report["value"]) and report["iteration"] == 16
@@ -129,7 +130,7 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
         assert model["train_time_s"] == round(load_run(run)[2]["elapsed"], 1)
 
     # Rerunning retrains and re-evaluates nothing and writes the same table.
-    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/checkpoint.pt")}
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.pt")}
     assert len(mtimes) == 5
 
     def forbidden(*args, **kwargs):
@@ -145,12 +146,24 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     assert sum("not retrained" in line for line in lines) == 5
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
+    # Another table reuses the runs it shares with this one: only tre and lebm are new.
+    monkeypatch.undo()
+    lines = []
+    reproduce("compare", out, dataset="digits", scale="tiny", progress=False, echo=lines.append)
+    reused = [line.split(":")[0] for line in lines if "not retrained" in line]
+    assert reused == ["[1/5] gaussian", "[2/5] nce", "[3/5] adaptive K=4"]
+    assert sum("evaluated earlier" in line for line in lines) == 6
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        ["gaussian", "nce", "adaptive-K2", "adaptive-K4", "adaptive-K8", "tre-K4", "lebm"]
+    )
+
 
 @few_iterations
 def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
     out = tmp_path / "repro"
     first = experiment_runs("anomaly", "digits", "tiny", holdout=[1])[0]
-    train(first.cfg, out / "anomaly" / first.name, max_iters=8, progress=False)  # "a crash"
+    train(first.cfg, out / "runs" / first.name, max_iters=8, progress=False)  # "a crash"
 
     args = ["reproduce", "anomaly", "--scale", "tiny", "--dataset", "digits", "--holdout", 1]
     code, stdout, err = run_cli([*args, "--out", out, "--no-progress"], capsys)
@@ -162,12 +175,12 @@ def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
     rows = table_rows(md)
     assert [r[0] for r in rows] == ["adaptive K=4", "lebm"]
     for row, name in zip(rows, ["adaptive-K4-holdout1", "lebm-holdout1"], strict=True):
-        report = json.loads((out / "anomaly" / name / "eval" / "anomaly.json").read_text())
+        report = json.loads((out / "runs" / name / "eval" / "anomaly.json").read_text())
         value, std = (float(x) for x in row[1].split(" ± "))
         assert 0 < value <= 1 and value == pytest.approx(report["value"], abs=5e-4)
         assert std == pytest.approx(report["std"], abs=5e-4)
         assert report["iterations"] == [14, 15, 16]  # the last 3 snapshots (tiny scale)
-    assert load_run(out / "anomaly" / "adaptive-K4-holdout1")[2]["iteration"] == 16
+    assert load_run(out / "runs" / "adaptive-K4-holdout1")[2]["iteration"] == 16
 
 
 # Bad inputs.
@@ -209,7 +222,7 @@ def test_unparsable_option_is_one_line(tmp_path, capsys):
 def test_foreign_run_directories_are_errors(tmp_path, capsys):
     args = ["reproduce", "anomaly", "--dataset", "digits", "--scale", "tiny", "--holdout", 1]
     first = experiment_runs("anomaly", "digits", "tiny", holdout=[1])[0]
-    run = tmp_path / "anomaly" / first.name
+    run = tmp_path / "runs" / first.name
     run.mkdir(parents=True)
     (run / "notes.txt").write_text("mine")
     code, _, err = run_cli([*args, "--out", tmp_path], capsys)
