@@ -11,7 +11,6 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import typing
@@ -68,7 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="anomaly protocol: hold class C out (sets data.holdout; keeps 20 snapshots "
         "unless train.keep_every is set)",
     )
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, parameter counts, operations and estimated time; stop",
+    )
+    t.add_argument(
+        "--throughput",
+        metavar="RATE",
+        help="--dry-run: sustained operations a second for the time estimate, e.g. 50T",
+    )
     t.add_argument(
         "--eval",
         action=argparse.BooleanOptionalAction,
@@ -167,11 +175,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.max_iters is not None and args.max_iters < 1:
         raise LatentEBMError("--max-iters must be at least 1")
+    if args.throughput is not None and not args.dry_run:
+        raise LatentEBMError("--throughput applies to --dry-run")
     cfg = _train_config(args)
     if cfg is not None:
         validate(cfg)
         if args.dry_run:
-            print(json.dumps(config_to_dict(cfg), indent=2))
+            _dry_run(cfg, args.throughput)
             return
     elif args.dry_run:
         raise LatentEBMError("--dry-run needs a new run, not --resume")
@@ -187,6 +197,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"trained in {time.perf_counter() - t0:.1f} s -> {args.out}")
     if args.eval:
         _report(args.out, progress=args.progress)
+
+
+def _dry_run(cfg: Config, throughput: str | None) -> None:
+    """Print the resolved config and what training it costs, without the data files."""
+    import yaml
+
+    from latent_ebm.cost import describe, parse_rate
+    from latent_ebm.data import dataset_info
+
+    try:
+        rate = None if throughput is None else parse_rate(throughput)
+    except ValueError as e:
+        raise LatentEBMError(f"--throughput: {e}") from None
+    shape, num_train = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+    print(describe(cfg, shape, num_train, rate))
 
 
 def _report(run_dir: Path, progress: bool) -> None:

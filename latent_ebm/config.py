@@ -44,9 +44,10 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # data set: digits | mnist | fashion-mnist
+    name: str = "digits"  # data set: digits | mnist | fashion-mnist | svhn | cifar10 | celeba | ...
     data_dir: str | None = None  # folder of the data files (None: $LATENT_EBM_DATA, then default)
     holdout: int | None = None  # anomaly protocol: class held out of training (DESIGN §7)
+    size: int | None = None  # image side of celeba, celeba-hq, imagefolder (None: their default)
 
 
 @dataclass
@@ -246,6 +247,8 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
     for name in _NON_NEGATIVE:
         if flat[name] < 0:
             raise LatentEBMError(f"config field '{name}' must be >= 0, got {flat[name]!r}")
+    if cfg.data.size is not None and cfg.data.size < 1:
+        raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
     if cfg.prior.kind == "tre" and cfg.prior.stages < 1:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -33,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from latent_ebm import files
 from latent_ebm.data import Dataset, to_float
 from latent_ebm.errors import LatentEBMError, one_line
-from latent_ebm.files import save_atomic
+from latent_ebm.files import CACHE_ENV_VAR, save_atomic
 from latent_ebm.inception import FIDInceptionV3, load_fid_inception
 
 __all__ = [
@@ -49,8 +49,6 @@ __all__ = [
     "gaussian_stats",
     "inception_features",
 ]
-
-CACHE_ENV_VAR = "LATENT_EBM_CACHE"
 
 
 # Frechet distance.
@@ -259,8 +257,7 @@ def classifier_features(
         seed: seeds initialisation and batch order (training is deterministic on one machine).
     """
     if cache_dir is None:
-        env = os.environ.get(CACHE_ENV_VAR)
-        cache_dir = env if env else Path.home() / ".cache" / "latent-ebm" / "classifiers"
+        cache_dir = files.cache_dir("classifiers")
     split = "" if dataset.holdout is None else f"-holdout{dataset.holdout}"
     path = Path(cache_dir).expanduser() / f"classifier-{dataset.name}{split}.pt"
     shape = dataset.shape

@@ -23,6 +23,9 @@ GENERATOR_FAMILIES: dict[str, list[tuple[int, int, int, int]]] = {
     "32": [(8, 4, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (0, 4, 2, 1)],
     # 64x64, CelebA (Table 5 middle): 4 -> 8 -> 16 -> 32 -> 64.
     "64": [(8, 4, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (1, 4, 2, 1), (0, 4, 2, 1)],
+    # 128x128, CelebA-HQ (Appendix C: "a larger generator", layers not given): the 64x64 family
+    # with one more stride-2 layer at 8 ngf, 4 -> 8 -> 16 -> 32 -> 64 -> 128 (our choice).
+    "128": [(8, 4, 1, 0), (8, 4, 2, 1), (4, 4, 2, 1), (2, 4, 2, 1), (1, 4, 2, 1), (0, 4, 2, 1)],
     # 32x32 CIFAR-10 (Table 5 bottom): 8 -> 16 -> 32, then a 3x3 stride-1 output layer.
     "cifar10": [(8, 8, 1, 0), (4, 4, 2, 1), (2, 4, 2, 1), (0, 3, 1, 1)],
 }
@@ -44,7 +47,7 @@ class Generator(nn.Module):
         nz: latent dimension.
         ngf: base width.
         channels: image channels C.
-        size: image size H = W (8, 28, 32 or 64).
+        size: image size H = W (8, 28, 32, 64 or 128).
         arch: ``"auto"`` picks the family by ``size``; ``"cifar10"`` the CIFAR-10 one.
     """
 

@@ -51,6 +51,7 @@ __all__ = [
     "resolve_device",
     "snapshots",
     "train",
+    "train_iteration",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -177,7 +178,8 @@ def _catch_signals() -> Any:
 
 def load_data(cfg: Config) -> Dataset:
     """The data set of a config (with its hold-out split, if any)."""
-    return load_dataset(cfg.data.name, cfg.data.data_dir, holdout=cfg.data.holdout)
+    d = cfg.data
+    return load_dataset(d.name, d.data_dir, holdout=d.holdout, size=d.size)
 
 
 def snapshots(run_dir: str | Path) -> list[Path]:
@@ -296,11 +298,8 @@ def train(
             x = to_float(data.train_x[idx]).to(device)
             streams = rng.Streams(t_cfg.seed, it, batch, slice(0, batch), device)
 
-            # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank.
-            z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
-            noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
             try:
-                z = model.infer(x, z0, t_cfg.post_steps, t_cfg.post_step_size, noise, training=True)
+                loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
             except ChainDivergedError as e:
                 raise ChainDivergedError(
                     f"iteration {it + 1}: posterior chain of data-set examples "
@@ -308,16 +307,6 @@ def train(
                     f"good checkpoint (iteration {last_saved}) is kept in {out}; lower "
                     f"train.post_step_size (now {t_cfg.post_step_size})"
                 ) from None
-            bank.write(idx, z)
-
-            # Update the ratio network of this stage (Alg. 1 step 3).
-            logs = model.prior.train_step(z, streams, bank)
-
-            # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7).
-            loss_g = model.generator_loss(x, z)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
             if not torch.isfinite(loss_g):
                 raise LatentEBMError(
                     f"iteration {it + 1}: generator loss is {loss_g.item()}; the last good "
@@ -351,6 +340,49 @@ def train(
                 )
     bar.close()
     return model.eval()
+
+
+def train_iteration(
+    model: LatentEBM,
+    opt_g: torch.optim.Optimizer,
+    bank: MemoryBank,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    streams: rng.Streams,
+    cfg: Config,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Steps 2-4 of Algorithm 1 on one batch, at the prior's current stage.
+
+    Arguments:
+        model: the model in training mode, its prior already at this iteration's stage.
+        opt_g: the generator's optimiser.
+        bank: the memory bank; rows ``idx`` receive the posterior samples.
+        x: the batch ``(B, C, H, W)`` in ``[-1, 1]``, data-set rows ``idx`` ``(B,)``.
+        streams: this iteration's random streams (:class:`latent_ebm.rng.Streams`).
+        cfg: the run's configuration (``train.post_steps``, ``train.post_step_size``).
+
+    Returns:
+        The generator loss (Eq. 7, after its update's forward pass) and the prior's logs.
+
+    Raises:
+        ChainDivergedError: the posterior chain reached NaN/Inf (rows of the batch).
+    """
+    # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank.
+    t_cfg = cfg.train
+    z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
+    noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
+    z = model.infer(x, z0, t_cfg.post_steps, t_cfg.post_step_size, noise, training=True)
+    bank.write(idx, z)
+
+    # Update the ratio network of this stage (Alg. 1 step 3).
+    logs = model.prior.train_step(z, streams, bank)
+
+    # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7).
+    loss_g = model.generator_loss(x, z)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return loss_g, logs
 
 
 def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import pathlib
-import struct
 import urllib.error
 import urllib.request
 
@@ -14,26 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ebm import data
+from latent_ebm import data, formats
 from latent_ebm.errors import LatentEBMError
+from tests.formats import idx_bytes, write_file
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 DEBIAN_FASHION = pathlib.Path("/usr/share/datasets/fashion-mnist")
-
-
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    """The IDX encoding of ``array``: magic, then big-endian uint32 sizes, then the bytes."""
-    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
-def write_file(path: pathlib.Path, payload: bytes) -> pathlib.Path:
-    """Write ``payload``, gzip-compressed when the name ends in ``.gz``."""
-    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
-    return path
 
 
 def make_idx_set(folder: pathlib.Path) -> dict[str, np.ndarray]:
@@ -80,7 +67,7 @@ def test_load_dataset_accepts_str_dir(tmp_path: pathlib.Path) -> None:
 def test_read_idx_round_trip(tmp_path: pathlib.Path, suffix: str, shape: tuple[int, ...]) -> None:
     array = (np.arange(int(np.prod(shape))) * 13 % 256).astype(np.uint8).reshape(shape)
     path = write_file(tmp_path / f"x-ubyte{suffix}", idx_bytes(array))
-    out = data.read_idx(path)
+    out = formats.read_idx(path)
     assert out.dtype == np.uint8 and out.shape == shape
     assert np.array_equal(out, array)
     out[...] = 0  # writable, so torch.from_numpy does not warn
@@ -258,7 +245,16 @@ def test_to_float_exact() -> None:
 def test_unknown_name() -> None:
     with pytest.raises(LatentEBMError, match="digits, mnist, fashion-mnist"):
         data.load_dataset("cifar100")
-    assert data.DATASETS == ("digits", "mnist", "fashion-mnist")
+    assert data.DATASETS == (
+        "digits",
+        "mnist",
+        "fashion-mnist",
+        "svhn",
+        "cifar10",
+        "celeba",
+        "celeba-hq",
+        "imagefolder",
+    )
 
 
 def test_resolve_data_dir_order(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

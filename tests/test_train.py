@@ -144,6 +144,10 @@ def _write_truncated_idx(folder: Path) -> None:
         (["--set", "prior.kind=xyz"], "'prior.kind' must be one of"),
         (["--set", "train.post_step_size=nan"], "'train.post_step_size' must be positive"),
         (["--set", "iters=5"], "section.field=value"),
+        (["--set", "data.size=0"], "'data.size' must be positive"),
+        (["--set", "data.size=16"], "digits images are 8x8: the size is fixed"),
+        (["--dry-run", "--throughput", "fast"], "--throughput: expected a positive rate"),
+        (["--throughput", "5T"], "--throughput applies to --dry-run"),
         (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
         (
             ["--set", "data.name=fashion-mnist", "--data-dir", "{tmp}/empty"],
