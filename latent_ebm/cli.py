@@ -3,9 +3,11 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
 
     latent-ebm train --preset digits --out runs/digits
     latent-ebm train --resume --out runs/digits
+    torchrun --nproc-per-node 2 -m latent_ebm.cli train --preset digits --out runs/digits
     latent-ebm sample runs/digits --n 64 --method sir
     latent-ebm eval runs/digits --metric fid
     latent-ebm plot runs/digits
+    latent-ebm bench --preset svhn --precision bf16 --json bench.json
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from latent_ebm.config import PRESETS, Config, config_to_dict, resolve_config
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.precision import PRECISIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -144,6 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
+
+    b = sub.add_parser(
+        "bench", help="measure chain, iteration and sampling speed against the matmul peak"
+    )
+    b.add_argument("--preset", help="named preset (default: digits); no data files are read")
+    b.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. --set train.batch_size=50 (repeatable)",
+    )
+    b.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 or bf16 autocast (default: the config's train.precision)",
+    )
+    b.add_argument("--repeats", type=int, default=5, help="timed calls of each part (5)")
+    b.add_argument("--warmup", type=int, default=1, help="untimed calls after the counting one")
+    b.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    b.add_argument("--stage", type=int, default=0, help="prior stage of the training parts (0)")
+    b.add_argument(
+        "--peak-seconds", type=float, default=0.5, help="length of one matmul-peak repeat (0.5)"
+    )
+    b.add_argument("--json", type=Path, help="also write the raw numbers to this JSON file")
     return parser
 
 
@@ -170,6 +199,7 @@ def _train_config(args: argparse.Namespace) -> Config | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from latent_ebm import distributed
     from latent_ebm.config import validate
     from latent_ebm.train import train
 
@@ -194,6 +224,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         max_iters=args.max_iters,
         progress=args.progress,
     )
+    if not distributed.is_main():  # under torchrun, rank 0 reports and evaluates
+        return
     print(f"trained in {time.perf_counter() - t0:.1f} s -> {args.out}")
     if args.eval:
         _report(args.out, progress=args.progress)
@@ -295,6 +327,31 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {result.md_path} and {result.json_path}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from latent_ebm.bench import bench, format_report
+
+    preset = args.preset or "digits"
+    cfg = resolve_config(preset, None, args.overrides)
+    result = bench(
+        cfg,
+        args.precision,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        stage=args.stage,
+        peak_seconds=args.peak_seconds,
+    )
+    result = {"preset": preset, "overrides": list(args.overrides), **result}
+    print(f"latent-ebm bench: preset {preset}, precision {result['precision']}")
+    print(format_report(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def _warning_line(message: Warning | str, category: type[Warning], *args: object) -> str:
     return f"warning: {message}\n"
 
@@ -311,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "plot": _cmd_plot,
         "reproduce": _cmd_reproduce,
+        "bench": _cmd_bench,
     }
     try:
         commands[args.command](args)

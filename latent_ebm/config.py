@@ -21,6 +21,7 @@ import yaml
 
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.precision import PRECISIONS
 
 __all__ = [
     "PRESETS",
@@ -78,6 +79,9 @@ class TrainConfig:
     beta2: float = 0.999  # Adam beta2 for every optimiser
     post_steps: int = 30  # L, posterior Langevin steps per iteration
     post_step_size: float = 0.1  # posterior Langevin step size s
+    post_init: str = "noise"  # posterior chain start: noise (paper) | bank (example's bank row)
+    warm_steps: int = 0  # posterior steps when post_init=bank (0: train.post_steps)
+    precision: str = "fp32"  # fp32 | bf16: autocast in the chains and the generator update
     seed: int = 0  # seeds initialisation, batch order and every chain's noise
     log_every: int = 10  # iterations per line of metrics.jsonl (window means)
     keep_every: int = 0  # iterations between model snapshots kept in snapshots/ (0: none)
@@ -106,6 +110,8 @@ _CHOICES = {
     "model.arch": ("auto", "cifar10"),
     "prior.kind": ("gaussian", "nce", "adaptive", "tre", "lebm"),
     "prior.prior_samples": ("persistent", "langevin"),
+    "train.post_init": ("noise", "bank"),
+    "train.precision": PRECISIONS,
 }
 _POSITIVE = (
     "model.nz",
@@ -127,6 +133,7 @@ _NON_NEGATIVE = (
     "prior.stages",
     "prior.prior_steps",
     "train.post_steps",
+    "train.warm_steps",
     "sample.steps",
 )
 

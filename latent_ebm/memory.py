@@ -4,6 +4,10 @@
 so a row never visited is a ``p_0`` sample. At each stage transition a *snapshot* is frozen:
 during stage ``k`` it holds posterior samples under ``p_{k-1}``, i.e. draws from
 ``q_{k-1} ~= p_k``, which the ``persistent`` mode uses as NCE noise samples (DESIGN §3).
+
+In a multi-process run every process holds the whole bank: after each iteration the training
+loop writes the rows of the whole global batch everywhere (:mod:`latent_ebm.distributed`), so
+the banks, and the snapshots taken from them, stay identical across processes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class MemoryBank:
     def write(self, idx: torch.Tensor, z: torch.Tensor) -> None:
         """``bank[idx] = z`` for the examples ``idx`` ``(B,)`` and samples ``z`` ``(B, nz)``."""
         self.bank[idx.to(self.bank.device)] = z.detach().to(self.bank.dtype)
+
+    def read(self, idx: torch.Tensor) -> torch.Tensor:
+        """Current rows ``bank[idx]`` ``(B, nz)`` (e.g. to share them between processes)."""
+        return self.bank[idx.to(self.bank.device)]
 
     def take_snapshot(self) -> None:
         """Freeze the current bank as the noise distribution of the next stage."""

@@ -4,16 +4,20 @@ A run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON line per ``lo
 iterations: window means of the losses), ``checkpoint.pt`` (written atomically) and, after
 training, the figures. Every random number of iteration ``t`` is a function of
 ``(seed, t, stream)`` (:mod:`latent_ebm.rng`), so a run resumed from a checkpoint ends with
-exactly the parameters of an uninterrupted one.
+exactly the parameters of an uninterrupted one. Under ``torchrun`` the processes split each
+global batch and follow the 1-process run (:mod:`latent_ebm.distributed`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import shutil
 import signal
 import time
+import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latent_ebm import rng
+from latent_ebm import distributed, rng
 from latent_ebm.config import (
     Config,
     config_to_dict,
@@ -37,6 +41,7 @@ from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.files import save_atomic
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
+from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
 
 __all__ = [
@@ -206,6 +211,7 @@ def load_run(
     return cfg, model.to(device).eval(), state
 
 
+@distributed.in_process_group
 def train(
     cfg: Config | None,
     out: str | Path,
@@ -228,21 +234,34 @@ def train(
         progress: show a tqdm bar.
         data: an already loaded data set (default: load ``cfg.data``).
 
+    Under ``torchrun`` (``$WORLD_SIZE > 1``) each process trains its share of every global
+    batch (:func:`latent_ebm.distributed.shard`), gradients are averaged before every
+    optimiser step, the memory bank's new rows and the logged losses are shared after every
+    iteration, and only rank 0 writes files; every process returns the same model.
+
     Returns:
         The trained model.
 
     Raises:
         LatentEBMError: bad config or run directory, data errors, a diverged chain (the last
-            good checkpoint is kept) or a full disk; ``TrainingInterrupted`` after a signal.
+            good checkpoint is kept), a full disk, or a global batch the processes cannot
+            split evenly; ``TrainingInterrupted`` after a signal.
     """
     out = Path(out)
-    cfg = prepare_run_dir(out, cfg, resume, force)
+    main = distributed.is_main()
+    if cfg is not None:
+        distributed.shard(cfg.train.batch_size)  # a bad split fails before any file is made
+    cfg = distributed.main_only(prepare_run_dir, out, cfg, resume, force)
     t_cfg = cfg.train
-    data = data if data is not None else load_data(cfg)
+    data = data if data is not None else distributed.main_first(load_data, cfg)
     num_train = len(data.train_x)
-    validate(cfg, num_train)
-    device = resolve_device(t_cfg.device)
+    with warnings.catch_warnings():
+        if not main:  # rank 0 warns once for the run
+            warnings.simplefilter("ignore")
+        validate(cfg, num_train)
+    device = distributed.local_device(resolve_device(t_cfg.device))
     iters, stages, batch = t_cfg.iters, num_stages(cfg), t_cfg.batch_size
+    rows = distributed.shard(batch)  # this process's rows of every global batch
 
     # Build the model, the generator's optimiser and the memory bank.
     torch.manual_seed(t_cfg.seed)
@@ -251,6 +270,7 @@ def train(
         model.generator.parameters(), lr=t_cfg.lr, betas=(t_cfg.beta1, t_cfg.beta2)
     )
     bank = MemoryBank(num_train, cfg.model.nz, t_cfg.seed, device)
+    distributed.average_gradients(opt_g, *model.prior.optims)
     start, elapsed, window = 0, 0.0, defaultdict(list)
 
     # Restore a checkpoint.
@@ -265,8 +285,9 @@ def train(
         np.random.set_state(state["rng"]["numpy"])
         start, elapsed = state["iteration"], state["elapsed"]
         window = defaultdict(list, state["window"])
-        _truncate_metrics(metrics_path, start)
-    elif resume:
+        if main:
+            _truncate_metrics(metrics_path, start)
+    elif resume and main:
         metrics_path.unlink(missing_ok=True)
 
     def snapshot(iteration: int) -> dict[str, Any]:
@@ -287,16 +308,18 @@ def train(
     last_saved = start
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(total=stop, initial=start, disable=not progress, desc="train", unit="it")
-    with _catch_signals() as caught, metrics_path.open("a") as log:
+    bar = tqdm(total=stop, initial=start, disable=not (progress and main), desc="train", unit="it")
+    log_path = metrics_path if main else Path(os.devnull)
+    with _catch_signals() as caught, log_path.open("a") as log:
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
                 _write_log(log, window, it, elapsed + time.perf_counter() - t0)
             model.prior.set_stage(stage, bank)  # also puts frozen ratios in eval mode
-            idx = batch_indices(it, num_train, batch, t_cfg.seed)
+            batch_idx = batch_indices(it, num_train, batch, t_cfg.seed)
+            idx = batch_idx[rows]
             x = to_float(data.train_x[idx]).to(device)
-            streams = rng.Streams(t_cfg.seed, it, batch, slice(0, batch), device)
+            streams = rng.Streams(t_cfg.seed, it, batch, rows, device)
 
             try:
                 loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
@@ -307,38 +330,50 @@ def train(
                     f"good checkpoint (iteration {last_saved}) is kept in {out}; lower "
                     f"train.post_step_size (now {t_cfg.post_step_size})"
                 ) from None
-            if not torch.isfinite(loss_g):
+
+            # Share the processes' new bank rows, their mean losses and any signal. From here
+            # on only the shared `signum` decides: a signal arriving later counts next time.
+            if distributed.world_size() > 1:
+                bank.write(batch_idx, distributed.gather_rows(bank.read(idx)))
+            scalars, signum = distributed.mean_scalars(
+                {"loss_g": loss_g.item(), **logs}, caught[0] if caught else 0
+            )
+            if not math.isfinite(scalars["loss_g"]):
                 raise LatentEBMError(
-                    f"iteration {it + 1}: generator loss is {loss_g.item()}; the last good "
+                    f"iteration {it + 1}: generator loss is {scalars['loss_g']}; the last good "
                     f"checkpoint (iteration {last_saved}) is kept; lower train.lr"
                 )
 
             # Log window means, checkpoint.
             window["stage"].append(stage)
-            window["loss_g"].append(loss_g.item())
-            for k, v in logs.items():
+            for k, v in scalars.items():
                 window[k].append(v)
+            logs = {k: v for k, v in scalars.items() if k != "loss_g"}
             done = it + 1
             if done % t_cfg.log_every == 0:
                 _write_log(log, window, done, elapsed + time.perf_counter() - t0)
             bar.update(1)
-            bar.set_postfix(stage=stage, loss_g=f"{loss_g.item():.1f}", **_fmt(logs))
-            if done % t_cfg.ckpt_every == 0 or done == stop or caught:
+            bar.set_postfix(stage=stage, loss_g=f"{scalars['loss_g']:.1f}", **_fmt(logs))
+            if done % t_cfg.ckpt_every == 0 or done == stop or signum:
                 if done == iters:  # the last transition: every ratio joins the prior
                     model.prior.set_stage(stage_of(iters, iters, stages), bank)
-                _save_checkpoint(ckpt_path, snapshot(done), last_saved)
+                if main:
+                    _save_checkpoint(ckpt_path, snapshot(done), last_saved)
                 last_saved = done
-            if t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters):
+            kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
+            if kept and main:
                 keep = {"iteration": done, "shape": data.shape, "model": model.state_dict()}
                 (out / SNAPSHOTS).mkdir(exist_ok=True)
                 _save_checkpoint(out / SNAPSHOTS / f"model-{done:07d}.pt", keep, last_saved)
-            if caught:
+            if signum:
                 bar.close()
+                distributed.barrier()  # the checkpoint exists before any process exits
                 raise TrainingInterrupted(
-                    f"interrupted by signal {caught[0]} at iteration {done}; checkpoint saved, "
+                    f"interrupted by signal {signum} at iteration {done}; checkpoint saved, "
                     f"continue with --resume --out {out}"
                 )
     bar.close()
+    distributed.barrier()  # rank 0's files are complete when train() returns anywhere
     return model.eval()
 
 
@@ -359,26 +394,43 @@ def train_iteration(
         bank: the memory bank; rows ``idx`` receive the posterior samples.
         x: the batch ``(B, C, H, W)`` in ``[-1, 1]``, data-set rows ``idx`` ``(B,)``.
         streams: this iteration's random streams (:class:`latent_ebm.rng.Streams`).
-        cfg: the run's configuration (``train.post_steps``, ``train.post_step_size``).
+        cfg: the run's configuration: the posterior chain (``train.post_steps``,
+            ``post_step_size``), its start (``train.post_init``: ``noise``, a ``(B, nz)``
+            draw from ``N(0, I)`` as in the paper; ``bank``, the rows ``idx`` of the memory
+            bank, i.e. each example's last posterior sample, for ``train.warm_steps`` steps)
+            and ``train.precision`` (:mod:`latent_ebm.precision`: bf16 autocast in the chain
+            and the generator's forward pass; ``z``, the losses, the prior's update and the
+            optimiser steps stay float32).
 
     Returns:
-        The generator loss (Eq. 7, after its update's forward pass) and the prior's logs.
+        The generator loss (Eq. 7, after its update's forward pass; float32) and the prior's
+        logs.
 
     Raises:
         ChainDivergedError: the posterior chain reached NaN/Inf (rows of the batch).
     """
-    # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank.
+    # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank. A warm
+    # chain continues from the example's previous posterior sample: the bank rows written
+    # below stay posterior samples, so the persistent prior samples keep their meaning.
     t_cfg = cfg.train
-    z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
+    if t_cfg.post_init == "bank":
+        z0 = bank.read(idx).to(x.device)
+        steps = t_cfg.warm_steps or t_cfg.post_steps
+    else:
+        z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
+        steps = t_cfg.post_steps
     noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
-    z = model.infer(x, z0, t_cfg.post_steps, t_cfg.post_step_size, noise, training=True)
+    with autocast(t_cfg.precision, x.device):
+        z = model.infer(x, z0, steps, t_cfg.post_step_size, noise, training=True)
     bank.write(idx, z)
 
-    # Update the ratio network of this stage (Alg. 1 step 3).
+    # Update the ratio network of this stage (Alg. 1 step 3), in float32.
     logs = model.prior.train_step(z, streams, bank)
 
-    # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7).
-    loss_g = model.generator_loss(x, z)
+    # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7). Only the forward
+    # pass is autocast: backward follows the forward's dtypes, the weights stay float32.
+    with autocast(t_cfg.precision, x.device):
+        loss_g = model.generator_loss(x, z)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()

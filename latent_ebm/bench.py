@@ -1,0 +1,368 @@
+"""Measured speed against the machine's own peak: ``latent-ebm bench`` (issue 6).
+
+One call of :func:`bench` measures, on synthetic data of a configuration's image shape and
+batch:
+
+- the **matrix-multiply peak** of the machine in each precision used (:func:`matmul_peak`:
+  square products of a size that runs long enough, ``2 n^3`` operations each, best of the
+  repeats);
+- one **posterior chain step** (a generator forward pass and the gradient with respect to
+  ``z``, with the prior's term: :meth:`latent_ebm.model.LatentEBM.infer` for one step);
+- one whole **training iteration** (:func:`latent_ebm.train.train_iteration`: the chain, the
+  prior's update and the generator's update), and the share of its time spent outside the
+  matrix-multiply and convolution operators, from ``torch.profiler``;
+- **sampling**: the test-time prior chain of ``sample.steps`` steps and the decoding
+  (:func:`latent_ebm.sampling.sample_latents`, then ``decode``), per image.
+
+Operations are those of :func:`latent_ebm.cost.count_flops` (PyTorch's flop formulas) on the
+very call that is timed, run once under the counter as the first warm-up. A part's rate is its
+operations over its median time; its fraction of peak divides that by the peak of its own
+precision: the chain and the iteration run in ``train.precision``, sampling in float32 as
+:mod:`latent_ebm.sampling` always does.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import flop_registry
+
+from latent_ebm import rng
+from latent_ebm.config import Config, config_to_dict, num_stages, validate
+from latent_ebm.cost import count_flops, format_count
+from latent_ebm.data import dataset_info
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.memory import MemoryBank
+from latent_ebm.model import build_model
+from latent_ebm.precision import DTYPES, autocast
+from latent_ebm.sampling import sample_latents
+from latent_ebm.train import resolve_device, train_iteration
+
+__all__ = ["KERNEL_OPS", "bench", "format_report", "matmul_peak", "outside_kernels"]
+
+# The operators whose operations cost.count_flops counts: the "kernels" of the profile.
+KERNEL_OPS = frozenset(
+    name for op in flop_registry if (name := getattr(op, "_qualified_op_name", None)) is not None
+)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _times(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def matmul_peak(
+    precision: str,
+    device: torch.device | str = "cpu",
+    seconds: float = 0.5,
+    repeats: int = 5,
+    max_n: int = 16384,
+) -> dict[str, Any]:
+    """The best matrix-multiply rate of ``device`` in ``precision``'s dtype.
+
+    The size ``n`` doubles from 256 until one ``(n, n) @ (n, n)`` product takes a tenth of
+    ``seconds`` (or ``n`` reaches ``max_n``); each repeat then runs ``k`` products back to back,
+    ``k`` chosen so that it lasts about ``seconds``. Rate: ``k * 2 n^3 / t``, best of
+    ``repeats``.
+
+    Returns:
+        ``{"precision", "n", "products" (k), "seconds" (best repeat), "flops_per_s"}``.
+    """
+    device, dtype = torch.device(device), DTYPES[precision]
+    g = torch.Generator(device=device).manual_seed(0)
+    n = 256
+    while True:
+        a = torch.randn(n, n, generator=g, device=device).to(dtype)
+        b = torch.randn(n, n, generator=g, device=device).to(dtype)
+        (t,) = _times(functools.partial(torch.mm, a, b), device, 1, 1)
+        if t >= seconds / 10 or n >= max_n:
+            break
+        n = min(2 * n, max_n)
+    k = max(1, round(seconds / t))
+
+    def products() -> None:
+        for _ in range(k):
+            torch.mm(a, b)
+
+    best = min(_times(products, device, repeats, 0))
+    flops = k * 2 * n**3
+    return {
+        "precision": precision,
+        "n": n,
+        "products": k,
+        "seconds": best,
+        "flops_per_s": flops / best,
+    }
+
+
+def outside_kernels(events: Iterable[Any], wall: float, device: torch.device) -> dict[str, float]:
+    """Share of ``wall`` seconds spent outside the :data:`KERNEL_OPS` operators.
+
+    ``events``: a profile's ``FunctionEvent``s. Kernel time sums, over the outermost kernel
+    operators (an ``aten::_convolution`` inside an ``aten::convolution`` counts once), their
+    total CPU time, or on CUDA the device time of the kernels they launched.
+    """
+    kernel_us = 0.0
+    for e in events:
+        if e.name not in KERNEL_OPS:
+            continue
+        parent, nested = e.cpu_parent, False
+        while parent is not None and not nested:
+            nested, parent = parent.name in KERNEL_OPS, parent.cpu_parent
+        if not nested:
+            kernel_us += e.device_time_total if device.type == "cuda" else e.cpu_time_total
+    kernel = kernel_us * 1e-6
+    return {"share": 1.0 - kernel / wall, "kernel_s": kernel, "wall_s": wall}
+
+
+def _part(
+    fn: Callable[[], Any],
+    device: torch.device,
+    images: int,
+    precision: str,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """Operations (counted on the first warm-up call) and times of ``fn``."""
+    flops = count_flops(fn)
+    times = _times(fn, device, repeats, warmup)
+    seconds = statistics.median(times)
+    return {
+        "precision": precision,
+        "images": images,
+        "flops": flops,
+        "seconds": seconds,
+        "times": times,
+        "images_per_s": images / seconds,
+        "flops_per_s": flops / seconds,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench(
+    cfg: Config,
+    precision: str | None = None,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    stage: int = 0,
+    peak_seconds: float = 0.5,
+    profile: bool = True,
+) -> dict[str, Any]:
+    """Time a chain step, a training iteration and sampling of ``cfg`` against the peak.
+
+    Arguments:
+        cfg: the configuration (its image shape, batch, chains, prior and device); no data
+            files are read: the batch is ``(B, C, H, W)`` uniform noise in ``[-1, 1]``.
+        precision: ``fp32`` or ``bf16`` (default: ``cfg.train.precision``).
+        repeats: timed calls of each part (the median is reported) and of the peak (the best).
+        warmup: untimed calls of each part after the counting call.
+        threads: ``torch.set_num_threads`` for the measurement (default: leave it).
+        stage: the training stage of the prior in the chain and the iteration (stage ``k`` of
+            the adaptive prior evaluates ``k`` frozen ratios per chain step); sampling uses the
+            final prior.
+        peak_seconds: duration of one repeat of the matrix-multiply peak.
+        profile: profile one more iteration for the time outside the kernels.
+
+    Returns:
+        A JSON-ready dict: the setting (``precision``, ``device``, ``threads``, ``batch_size``,
+        ``image_shape``, ``config``...), ``peak`` (:func:`matmul_peak` per precision used) and
+        ``parts``: ``chain_step``, ``iteration`` and ``sampling``, each with ``flops``,
+        ``seconds``, ``times``, ``images_per_s``, ``flops_per_s`` and ``fraction_of_peak``;
+        the iteration also holds ``outside_kernels`` (:func:`outside_kernels`) when profiled.
+
+    Raises:
+        LatentEBMError: a bad config or argument.
+    """
+    cfg = copy.deepcopy(cfg)
+    if precision is not None:
+        cfg.train.precision = precision
+    validate(cfg)
+    precision = cfg.train.precision
+    stages = num_stages(cfg)
+    if not 0 <= stage < max(stages, 1):
+        raise LatentEBMError(f"stage must lie in 0..{max(stages, 1) - 1}, got {stage}")
+    if repeats < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise LatentEBMError("repeats and threads must be at least 1, warmup at least 0")
+    if not peak_seconds > 0:
+        raise LatentEBMError(f"peak_seconds must be positive, got {peak_seconds}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(cfg, precision, stage, repeats, warmup, peak_seconds, profile)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _bench(
+    cfg: Config,
+    precision: str,
+    stage: int,
+    repeats: int,
+    warmup: int,
+    peak_seconds: float,
+    profile: bool,
+) -> dict[str, Any]:
+    t = cfg.train
+    device = resolve_device(t.device)
+    shape, _ = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
+    batch, nz = t.batch_size, cfg.model.nz
+    peak = {
+        p: matmul_peak(p, device, peak_seconds, repeats) for p in dict.fromkeys((precision, "fp32"))
+    }
+
+    # The model at the requested stage, a synthetic batch and its random numbers.
+    torch.manual_seed(t.seed)
+    model = build_model(cfg, shape).to(device).train()
+    opt_g = torch.optim.Adam(model.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    bank = MemoryBank(batch, nz, t.seed, device)
+    model.prior.set_stage(stage, bank)
+    g = torch.Generator().manual_seed(t.seed)
+    x = (torch.rand(batch, *shape, generator=g) * 2 - 1).to(device)
+    idx = torch.arange(batch)
+    streams = rng.Streams(t.seed, 0, batch, slice(0, batch), device)
+    z0, eps = streams.normal(rng.POSTERIOR_INIT, nz), streams.normal(rng.POSTERIOR_NOISE, nz)
+
+    def chain_step() -> torch.Tensor:
+        with autocast(precision, device):
+            return model.infer(x, z0, 1, t.post_step_size, lambda step: eps, training=True)
+
+    iterations = itertools.count()
+
+    def iteration() -> Any:
+        s = rng.Streams(t.seed, next(iterations), batch, slice(0, batch), device)
+        return train_iteration(model, opt_g, bank, x, idx, s, cfg)
+
+    # Time the chain step and the iteration; profile one more iteration.
+    parts = {
+        "chain_step": _part(chain_step, device, batch, precision, repeats, warmup),
+        "iteration": _part(iteration, device, batch, precision, repeats, warmup),
+    }
+    if profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            iteration()
+            _sync(device)
+            wall = time.perf_counter() - t0
+        parts["iteration"]["outside_kernels"] = outside_kernels(prof.events(), wall, device)
+
+    # Sampling from the final prior, in float32 as the library samples.
+    model.eval()
+    model.prior.set_stage(num_stages(cfg), bank)
+
+    def sample() -> torch.Tensor:
+        z = sample_latents(
+            model, batch, steps=cfg.sample.steps, step_size=cfg.sample.step_size, batch_size=batch
+        )
+        return model.decode(z, batch_size=batch)
+
+    parts["sampling"] = _part(sample, device, batch, "fp32", repeats, warmup)
+    parts["sampling"]["seconds_per_image"] = parts["sampling"]["seconds"] / batch
+    for part in parts.values():
+        part["fraction_of_peak"] = part["flops_per_s"] / peak[part["precision"]]["flops_per_s"]
+    return {
+        "precision": precision,
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch_size": batch,
+        "image_shape": list(shape),
+        "stage": stage,
+        "repeats": repeats,
+        "warmup": warmup,
+        "peak": peak,
+        "parts": parts,
+        "config": config_to_dict(cfg),
+    }
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The table that ``latent-ebm bench`` prints for a :func:`bench` result."""
+    lines = [
+        f"device {result['device']} ({result['device_name']}), {result['threads']} threads, "
+        f"torch {result['torch']}; batch {result['batch_size']} of "
+        f"{'x'.join(map(str, result['image_shape']))}, prior stage {result['stage']}; "
+        f"median of {result['repeats']} after {result['warmup'] + 1} warm-up call(s)"
+    ]
+    for p in result["peak"].values():
+        lines.append(
+            f"matmul peak {p['precision']}: {format_count(p['flops_per_s'], 'FLOP/s')} "
+            f"(n = {p['n']}, {p['products']} product(s) a repeat, best of {result['repeats']})"
+        )
+    header = ("part", "precision", "time", "images/s", "operations", "rate", "of peak")
+    rows = [header]
+    names = {"chain_step": "chain step", "iteration": "iteration", "sampling": "sampling"}
+    for key, part in result["parts"].items():
+        rows.append(
+            (
+                names[key],
+                part["precision"],
+                _seconds(part["seconds"]),
+                f"{part['images_per_s']:,.0f}"
+                if part["images_per_s"] >= 100
+                else f"{part['images_per_s']:.3g}",
+                format_count(part["flops"], "FLOP"),
+                format_count(part["flops_per_s"], "FLOP/s"),
+                f"{part['fraction_of_peak']:.1%}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    s = result["parts"]["sampling"]
+    lines.append(
+        f"sampling: {s['images']} images of {result['config']['sample']['steps']} prior-chain "
+        f"steps and a decoding, {_seconds(s['seconds_per_image'])} per image"
+    )
+    out = result["parts"]["iteration"].get("outside_kernels")
+    if out is not None and math.isfinite(out["share"]):
+        lines.append(
+            f"iteration time outside matmul/convolution operators: {out['share']:.1%} "
+            f"({_seconds(out['wall_s'] - out['kernel_s'])} of {_seconds(out['wall_s'])}, "
+            "one profiled iteration)"
+        )
+    return "\n".join(lines)
