@@ -39,11 +39,9 @@ from torch.utils.flop_counter import flop_registry
 
 from latent_ebm import rng
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
-from latent_ebm.cost import count_flops, format_count
+from latent_ebm.cost import count_flops, format_count, synthetic_batch
 from latent_ebm.data import dataset_info
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.memory import MemoryBank
-from latent_ebm.model import build_model
 from latent_ebm.precision import DTYPES, autocast
 from latent_ebm.sampling import sample_latents
 from latent_ebm.train import resolve_device, train_iteration
@@ -250,13 +248,7 @@ def _bench(
 
     # The model at the requested stage, a synthetic batch and its random numbers.
     torch.manual_seed(t.seed)
-    model = build_model(cfg, shape).to(device).train()
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
-    bank = MemoryBank(batch, nz, t.seed, device)
-    model.prior.set_stage(stage, bank)
-    g = torch.Generator().manual_seed(t.seed)
-    x = (torch.rand(batch, *shape, generator=g) * 2 - 1).to(device)
-    idx = torch.arange(batch)
+    model, opt_g, bank, x, idx = synthetic_batch(cfg, shape, stage, batch, device)
     streams = rng.Streams(t.seed, 0, batch, slice(0, batch), device)
     z0, eps = streams.normal(rng.POSTERIOR_INIT, nz), streams.normal(rng.POSTERIOR_NOISE, nz)
 

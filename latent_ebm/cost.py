@@ -28,8 +28,17 @@ from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.nets import RatioNet
 from latent_ebm.priors import stage_of
+from latent_ebm.train import train_iteration
 
-__all__ = ["Estimate", "count_flops", "estimate", "format_count", "iteration_flops", "parse_rate"]
+__all__ = [
+    "Estimate",
+    "count_flops",
+    "estimate",
+    "format_count",
+    "iteration_flops",
+    "parse_rate",
+    "synthetic_batch",
+]
 
 
 class _FlopCounter(TorchDispatchMode):
@@ -59,6 +68,32 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.total
 
 
+def synthetic_batch(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    stage: int = 0,
+    batch: int | None = None,
+    device: str | torch.device = "cpu",
+    model: LatentEBM | None = None,
+) -> tuple[LatentEBM, torch.optim.Optimizer, MemoryBank, torch.Tensor, torch.Tensor]:
+    """Everything :func:`latent_ebm.train.train_iteration` needs, without a data set.
+
+    Returns ``model`` (default: a fresh one of ``cfg``) in training mode at ``stage``, its
+    generator's Adam optimiser, a memory bank of ``batch`` rows (default ``train.batch_size``),
+    a seeded uniform batch ``x`` ``(batch, *shape)`` in ``[-1, 1]`` and its rows ``idx``.
+    """
+    t = cfg.train
+    batch = t.batch_size if batch is None else batch
+    device = torch.device(device)
+    model = (build_model(cfg, shape) if model is None else model).to(device).train()
+    opt_g = torch.optim.Adam(model.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    bank = MemoryBank(batch, cfg.model.nz, t.seed, device)
+    model.prior.set_stage(stage, bank)
+    g = torch.Generator().manual_seed(t.seed)
+    x = (torch.rand(batch, *shape, generator=g) * 2 - 1).to(device)
+    return model, opt_g, bank, x, torch.arange(batch)
+
+
 def iteration_flops(
     cfg: Config, shape: tuple[int, int, int], stage: int = 0, model: LatentEBM | None = None
 ) -> int:
@@ -69,15 +104,7 @@ def iteration_flops(
     docstring). ``model``: the model to run (default: a fresh one of ``cfg``); it is trained by
     one step, so pass a copy of a model you keep.
     """
-    from latent_ebm.train import train_iteration  # train imports this module's users
-
-    model = build_model(cfg, shape) if model is None else model
-    model.train()
-    bank = MemoryBank(1, cfg.model.nz, cfg.train.seed, torch.device("cpu"))
-    model.prior.set_stage(stage, bank)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.train.lr)
-    x = torch.zeros(1, *shape)
-    idx = torch.zeros(1, dtype=torch.long)
+    model, opt_g, bank, x, idx = synthetic_batch(cfg, shape, stage, batch=1, model=model)
     streams = rng.Streams(cfg.train.seed, 0, 1, slice(0, 1), torch.device("cpu"))
     one = count_flops(lambda: train_iteration(model, opt_g, bank, x, idx, streams, cfg))
     return one * cfg.train.batch_size
