@@ -109,7 +109,8 @@ class ModelSpec:
         kind: ``prior.kind``.
         stages: ``prior.stages`` (``None``: the variant has no stages, the shared value stays).
         extra: the variant's own overrides outside ``prior.*``.
-        note: why ``extra`` is there, for the table's notes.
+        note: why ``extra`` (or ``run``) is there, for the table's notes.
+        run: the run directory when the row is another row's model (default: from the label).
     """
 
     label: str
@@ -117,10 +118,11 @@ class ModelSpec:
     stages: int | None = None
     extra: tuple[str, ...] = ()
     note: str | None = None
+    run: str | None = None
 
     @property
     def name(self) -> str:
-        return self.label.replace(" K=", "-K")
+        return self.run or self.label.replace(" K=", "-K")
 
     @property
     def overrides(self) -> list[str]:
@@ -138,8 +140,21 @@ def _adaptive(k: int) -> ModelSpec:
 
 
 def _tre(k: int) -> ModelSpec:
-    return ModelSpec(f"tre K={k}", "tre", k)
+    """Non-adaptive TRE with ``k`` ratios; at ``k = 1`` that too is the ``nce`` run."""
+    return TRE_1 if k == 1 else ModelSpec(f"tre K={k}", "tre", k)
 
+
+# With one ratio, TRE's waymarks are the prior draws and the posterior samples themselves and
+# its posterior chains run under N(0, I), as stage 0 of the adaptive prior does: the two train
+# to the same parameters, bit for bit (tests/test_reproduce.py), so the row reuses `nce`.
+TRE_1 = ModelSpec(
+    "tre K=1",
+    "nce",
+    1,
+    run="nce",
+    note="`tre K=1` is the `nce` run: with one ratio TRE and the adaptive prior are the same "
+    "model and train to the same parameters",
+)
 
 LEBM = ModelSpec(
     "lebm",

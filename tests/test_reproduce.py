@@ -6,12 +6,13 @@ import json
 import math
 
 import pytest
+import torch
 
 from latent_ebm import reproduce as rep
 from latent_ebm.config import config_to_dict, save_config
 from latent_ebm.reproduce import EXPERIMENTS, experiment_runs, reproduce
 from latent_ebm.train import load_run, train
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,12 @@ def test_models_differ_only_in_the_prior(experiment):
     shared = [_shared(r, own) for r in runs]
     assert all(d == shared[0] for d in shared)
     assert shared[0]["train"]["iters"] == 2400 and shared[0]["train"]["seed"] == 3
-    assert len({r.name for r in runs}) == len(runs)  # one run directory per model
+    # One run directory per distinct model: rows that share a directory share the config.
+    configs = {}
+    for r in runs:
+        configs.setdefault(r.name, []).append(config_to_dict(r.cfg))
+    assert all(c == cs[0] for cs in configs.values() for c in cs)
+    assert len({str(cs[0]) for cs in configs.values()}) == len(configs)
     for r in runs:
         assert r.cfg.prior.kind == r.spec.kind
         assert r.cfg.train.post_steps == (20 if r.spec.kind == "lebm" else 30)
@@ -74,7 +80,10 @@ def test_experiment_models():
     }
     adaptive = [("nce", 1)] + [("adaptive", k) for k in (2, 4, 8)]  # one stage: the nce run
     assert kinds["stages"] == [("gaussian", 0), *adaptive]
-    assert kinds["adaptive"] == adaptive + [("tre", k) for k in (1, 2, 4, 8)]
+    # tre K=1 is the nce run too (test_tre_with_one_ratio_is_the_nce_prior).
+    assert kinds["adaptive"] == adaptive + [("nce", 1)] + [("tre", k) for k in (2, 4, 8)]
+    labels = [r.spec.label for r in experiment_runs("adaptive", "digits")]
+    assert labels[4:] == [f"tre K={k}" for k in (1, 2, 4, 8)]
     assert [kind for kind, _ in kinds["compare"]] == ["gaussian", "nce", "adaptive", "tre", "lebm"]
     assert kinds["compare"][2:4] == [("adaptive", 4), ("tre", 4)]
 
@@ -86,6 +95,22 @@ def test_experiment_models():
     paper = experiment_runs("anomaly", "digits", "paper", holdout=[4, 1, 4])
     assert [r.holdout for r in paper] == [4, 1, 4, 1]  # unique classes, in the order given
     assert len(experiment_runs("anomaly", "digits", "paper")) == 20  # every class
+
+
+def test_tre_with_one_ratio_is_the_nce_prior(tmp_path, digits):
+    # One ratio: TRE's waymarks are the prior draws and the posterior samples, its posterior
+    # chains run under N(0, I) like stage 0 of the adaptive prior, its loss is the NCE loss.
+    # The two runs must agree bit for bit, which is why `tre K=1` reuses the `nce` run.
+    states = {}
+    for kind in ("nce", "tre"):
+        torch.manual_seed(0)
+        cfg = tiny_config(f"prior.kind={kind}", "prior.stages=1")
+        states[kind] = train(cfg, tmp_path / kind, progress=False, data=digits).state_dict()
+    nce, tre = states["nce"], states["tre"]
+    assert set(nce) - set(tre) == {"prior.stage"}  # the adaptive prior's stage counter
+    assert set(tre) <= set(nce)
+    for name, value in tre.items():
+        assert torch.equal(value, nce[name]), name
 
 
 def test_scales():
