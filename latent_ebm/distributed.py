@@ -17,6 +17,11 @@ streams. Then
 - :func:`gather_rows`: the memory-bank rows of the whole global batch, shard after shard;
 - :func:`mean_scalars`: the logged losses averaged over the processes, in rank order.
 
+A process whose part of an iteration fails (a posterior chain that diverges on its shard
+only) must not leave the others waiting in a collective it will never join:
+:func:`fail_together` wraps the iteration, every gradient average inside it first asks
+whether a process has failed, and then every process raises the failed process's error.
+
 A run with N processes therefore follows the 1-process run with the same global batch, up to
 the summation order of the reductions (float rounding).
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,11 +39,12 @@ from typing import Any, ParamSpec, TypeVar
 import torch
 import torch.distributed as dist
 
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.errors import LatentEBMError, one_line
 
 __all__ = [
     "average_gradients",
     "barrier",
+    "fail_together",
     "gather_rows",
     "in_process_group",
     "init",
@@ -221,7 +228,84 @@ def _all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
             t.copy_(v.view_as(t))
 
 
+class _PeerFailed(Exception):
+    """Another process failed inside the same :func:`fail_together` section."""
+
+
+_guarded = False  # inside fail_together: each collective is preceded by a status exchange
+
+
+def _any_failed(failed: bool) -> bool:
+    """Whether any process passes ``failed = True`` (a one-element all-reduce, max)."""
+    flag = torch.tensor([int(failed)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _check_peers() -> None:
+    """Inside :func:`fail_together`, before a collective: stop if a process has failed."""
+    if _guarded and _any_failed(False):
+        raise _PeerFailed
+
+
+@contextmanager
+def fail_together() -> Iterator[None]:
+    """Run a section that every process runs, such that an exception in one process is
+    raised in all of them instead of leaving the others blocked in a collective.
+
+    Each status exchange of the section (before every gradient average, and one at its end)
+    is a one-element all-reduce that a failed process also joins, from its exit: the first
+    exchange after a failure, wherever each process stands, tells every process. The
+    processes then exchange their errors and each raises its own, or that of the
+    lowest-ranked process that failed; the error's ``process`` attribute is the rank where
+    it arose (kept when a nested section re-raises it).
+    Errors that cannot be pickled travel as a :class:`LatentEBMError` with their message.
+    Nothing happens in a single process.
+    """
+    global _guarded
+    if world_size() == 1:
+        yield
+        return
+    _guarded = True
+    error: Exception | None = None
+    try:
+        try:
+            yield
+        except _PeerFailed:
+            pass  # the status is known everywhere
+        except Exception as e:
+            error = e
+            _any_failed(True)
+        else:
+            if not _any_failed(False):
+                return
+    finally:
+        _guarded = False
+    _raise_first(error)
+
+
+def _raise_first(error: Exception | None) -> None:
+    """Exchange the processes' errors; raise this process's, else the first one's."""
+    sent: Exception | None = error
+    if error is not None:
+        try:
+            pickle.dumps(error)
+        except Exception:
+            sent = LatentEBMError(f"{type(error).__name__}: {one_line(error)}")
+    errors: list[Exception | None] = [None] * world_size()
+    dist.all_gather_object(errors, sent)
+    failed = [r for r, e in enumerate(errors) if e is not None]
+    if error is None:
+        raised = errors[failed[0]]
+        assert raised is not None
+        raised.process = getattr(raised, "process", failed[0])  # type: ignore[attr-defined]
+        raise raised
+    error.process = getattr(error, "process", rank())  # type: ignore[attr-defined]
+    raise error
+
+
 def _average_before_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    _check_peers()
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
     _all_reduce_mean_(grads)
 

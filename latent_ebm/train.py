@@ -322,13 +322,14 @@ def train(
             streams = rng.Streams(t_cfg.seed, it, batch, rows, device)
 
             try:
-                loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
+                with distributed.fail_together():  # one process's diverged chain stops all
+                    loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
             except ChainDivergedError as e:
+                where = f" (process {e.process})" if hasattr(e, "process") else ""
                 raise ChainDivergedError(
-                    f"iteration {it + 1}: posterior chain of data-set examples "
-                    f"{_examples(e.rows, idx)} diverged (NaN/Inf); stopped, the last "
-                    f"good checkpoint (iteration {last_saved}) is kept in {out}; lower "
-                    f"train.post_step_size (now {t_cfg.post_step_size})"
+                    f"iteration {it + 1}{where}: {e}; stopped, the last good checkpoint "
+                    f"(iteration {last_saved}) is kept in {out}",
+                    e.rows,
                 ) from None
 
             # Share the processes' new bank rows, their mean losses and any signal. From here
@@ -407,7 +408,8 @@ def train_iteration(
         logs.
 
     Raises:
-        ChainDivergedError: the posterior chain reached NaN/Inf (rows of the batch).
+        ChainDivergedError: the posterior chain (its message names the data-set examples) or
+            the prior's chain reached NaN/Inf.
     """
     # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank. A warm
     # chain continues from the example's previous posterior sample: the bank rows written
@@ -420,12 +422,26 @@ def train_iteration(
         z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
         steps = t_cfg.post_steps
     noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
-    with autocast(t_cfg.precision, x.device):
-        z = model.infer(x, z0, steps, t_cfg.post_step_size, noise, training=True)
+    try:
+        with autocast(t_cfg.precision, x.device):
+            z = model.infer(x, z0, steps, t_cfg.post_step_size, noise, training=True)
+    except ChainDivergedError as e:
+        raise ChainDivergedError(
+            f"the posterior chain of data-set examples {_examples(e.rows, idx)} diverged "
+            f"(NaN/Inf); lower train.post_step_size (now {t_cfg.post_step_size})",
+            e.rows,
+        ) from None
     bank.write(idx, z)
 
     # Update the ratio network of this stage (Alg. 1 step 3), in float32.
-    logs = model.prior.train_step(z, streams, bank)
+    try:
+        logs = model.prior.train_step(z, streams, bank)
+    except ChainDivergedError as e:
+        raise ChainDivergedError(
+            f"the prior's chain diverged: {e}; lower prior.prior_step_size "
+            f"(now {cfg.prior.prior_step_size})",
+            e.rows,
+        ) from None
 
     # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7). Only the forward
     # pass is autocast: backward follows the forward's dtypes, the weights stay float32.

@@ -1,9 +1,11 @@
 """Multi-process training: two gloo processes follow the 1-process run with the same global
 batch, resume exactly, and only rank 0 writes files."""
 
+import contextlib
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +145,89 @@ def test_two_processes_follow_one_process_resume_and_only_rank0_writes(tmp_path,
         "snapshots/model-0000012.pt",
     ]
     assert [m["iteration"] for m in m2] == [2, 4, 6, 8, 10, 12]
+
+
+class _Unpicklable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.callback = lambda: None  # pickling the error fails
+
+
+def _outcome(section, together: bool = True) -> tuple[str, str, int | None]:
+    """Run ``section`` (in fail_together): ("ok", "", None) or the error's type, message and
+    process."""
+    try:
+        with distributed.fail_together() if together else contextlib.nullcontext():
+            section()
+    except Exception as e:
+        return type(e).__name__, str(e), getattr(e, "process", None)
+    return "ok", "", None
+
+
+def _failing_worker(rank: int, port: int, root: Path) -> None:
+    """Sections where one, none or both processes fail, then a run whose chain diverges on
+    rank 1 only: every process must raise, none may wait for the other."""
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    outcomes = {}
+    with distributed.process_group():
+        w = torch.nn.Parameter(torch.zeros(3))
+        opt = torch.optim.SGD([w], lr=1.0)
+        distributed.average_gradients(opt)
+
+        def step(fail: bool, error: type = ValueError) -> None:
+            if fail:
+                raise error(f"bad shard on rank {rank}")
+            w.grad = torch.full((3,), float(rank))
+            opt.step()  # a gradient average: rank 0 would wait here for ever
+
+        outcomes["none"] = _outcome(lambda: step(False))
+        outcomes["rank1"] = _outcome(lambda: step(rank == 1))
+        outcomes["both"] = _outcome(lambda: step(True))
+        outcomes["unpicklable"] = _outcome(lambda: step(rank == 1, _Unpicklable))
+        outcomes["w"] = w.detach().clone()
+
+        original = rng.Streams.chain_noise
+
+        def poisoned(self, stream, dim):  # NaN noise in rank 1's chains from iteration 5 on
+            noise = original(self, stream, dim)
+            if rank == 0 or self.iteration < 4:
+                return noise
+            return lambda step: noise(step) * float("nan")
+
+        rng.Streams.chain_noise = poisoned
+        cfg = tiny_config("train.ckpt_every=2")
+        outcomes["train"] = _outcome(lambda: train(cfg, root / "run", progress=False), False)
+    torch.save(outcomes, root / f"outcome{rank}.pt")
+
+
+@needs_gloo
+def test_a_failure_in_one_process_stops_every_process(tmp_path):
+    ctx = mp.spawn(_failing_worker, args=(_free_port(), tmp_path), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a process still waits for the one that failed")
+    ranks = [torch.load(tmp_path / f"outcome{r}.pt", weights_only=False) for r in (0, 1)]
+    for r, out in enumerate(ranks):
+        assert out["none"] == ("ok", "", None)
+        # Rank 1's error reaches rank 0, which was about to average gradients.
+        assert out["rank1"] == ("ValueError", "bad shard on rank 1", 1)
+        assert out["both"] == ("ValueError", f"bad shard on rank {r}", r)  # each its own
+        assert out["unpicklable"][1:] == (
+            ("_Unpicklable: " if r == 0 else "") + "bad shard on rank 1",
+            1,
+        )
+        assert torch.equal(out["w"], torch.full((3,), -0.5))  # only the good step counted
+        kind, msg, _ = out["train"]
+        assert kind == "ChainDivergedError"
+        assert msg.startswith("iteration 5 (process 1): the posterior chain of data-set examples")
+        assert "post_step_size" in msg and "(iteration 4) is kept" in msg
+    assert [out["unpicklable"][0] for out in ranks] == ["LatentEBMError", "_Unpicklable"]
+    assert checkpoint_state(tmp_path / "run")["iteration"] == 4
 
 
 def test_shard_splits_the_global_batch_by_position():

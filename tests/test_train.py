@@ -59,6 +59,25 @@ def test_nan_in_chain_stops_and_keeps_last_good_checkpoint(tmp_path, digits, mon
     assert checkpoint_state(tmp_path / "run")["iteration"] == 8
 
 
+def test_nan_in_prior_chain_names_the_prior_chain(tmp_path, digits, monkeypatch):
+    original = rng.Streams.chain_noise
+
+    def poisoned(self, stream, dim):  # the lebm prior chain's noise, from iteration 3 on
+        noise = original(self, stream, dim)
+        if stream != rng.PRIOR_NOISE or self.iteration < 2:
+            return noise
+        return lambda step: noise(step) * float("nan")
+
+    monkeypatch.setattr(rng.Streams, "chain_noise", poisoned)
+    cfg = tiny_config("prior.kind=lebm", "train.ckpt_every=2")
+    with pytest.raises(ChainDivergedError) as err:
+        train(cfg, tmp_path / "run", progress=False, data=digits)
+    msg = str(err.value)
+    assert msg.startswith("iteration 3: the prior's chain diverged")
+    assert "prior.prior_step_size" in msg and "data-set examples" not in msg
+    assert checkpoint_state(tmp_path / "run")["iteration"] == 2
+
+
 def test_full_disk_keeps_previous_checkpoint(tmp_path, digits, monkeypatch):
     cfg = tiny_config()
     train(cfg, tmp_path / "run", progress=False, data=digits, max_iters=4)
