@@ -6,8 +6,10 @@ batch:
 - the **matrix-multiply peak** of the machine in each precision used (:func:`matmul_peak`:
   square products of a size that runs long enough, ``2 n^3`` operations each, best of the
   repeats);
-- one **posterior chain step** (a generator forward pass and the gradient with respect to
-  ``z``, with the prior's term: :meth:`latent_ebm.model.LatentEBM.infer` for one step);
+- a **posterior chain step** (a generator forward pass and the gradient with respect to
+  ``z``, with the prior's term), timed as a whole chain of ``train.post_steps`` steps
+  (:meth:`latent_ebm.model.LatentEBM.infer`) divided by its steps, so that it is the step
+  that training runs and its time is long enough to measure;
 - one whole **training iteration** (:func:`latent_ebm.train.train_iteration`: the chain, the
   prior's update and the generator's update), and the share of its time spent outside the
   matrix-multiply and convolution operators, from ``torch.profiler``;
@@ -160,6 +162,17 @@ def _part(
     }
 
 
+def _per_step(part: dict[str, Any], steps: int) -> dict[str, Any]:
+    """A chain's part as one of its ``steps`` identical steps (``chain_seconds``: the whole)."""
+    per = dict(part, steps=steps, chain_seconds=part["seconds"], chain_flops=part["flops"])
+    per["flops"] = part["flops"] // steps
+    per["seconds"] = part["seconds"] / steps
+    per["times"] = [t / steps for t in part["times"]]
+    per["images_per_s"] = part["images"] / per["seconds"]
+    per["flops_per_s"] = per["flops"] / per["seconds"]
+    return per
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -202,7 +215,9 @@ def bench(
         A JSON-ready dict: the setting (``precision``, ``device``, ``threads``, ``batch_size``,
         ``image_shape``, ``config``...), ``peak`` (:func:`matmul_peak` per precision used) and
         ``parts``: ``chain_step``, ``iteration`` and ``sampling``, each with ``flops``,
-        ``seconds``, ``times``, ``images_per_s``, ``flops_per_s`` and ``fraction_of_peak``;
+        ``seconds``, ``times``, ``images_per_s``, ``flops_per_s`` and ``fraction_of_peak``
+        (the chain step's per step of the timed chain: also ``steps``, ``chain_seconds`` and
+        ``chain_flops``);
         the iteration also holds ``outside_kernels`` (:func:`outside_kernels`) when profiled.
 
     Raises:
@@ -252,9 +267,11 @@ def _bench(
     streams = rng.Streams(t.seed, 0, batch, slice(0, batch), device)
     z0, eps = streams.normal(rng.POSTERIOR_INIT, nz), streams.normal(rng.POSTERIOR_NOISE, nz)
 
-    def chain_step() -> torch.Tensor:
+    steps = t.post_steps
+
+    def chain() -> torch.Tensor:
         with autocast(precision, device):
-            return model.infer(x, z0, 1, t.post_step_size, lambda step: eps, training=True)
+            return model.infer(x, z0, steps, t.post_step_size, lambda step: eps, training=True)
 
     iterations = itertools.count()
 
@@ -264,7 +281,7 @@ def _bench(
 
     # Time the chain step and the iteration; profile one more iteration.
     parts = {
-        "chain_step": _part(chain_step, device, batch, precision, repeats, warmup),
+        "chain_step": _per_step(_part(chain, device, batch, precision, repeats, warmup), steps),
         "iteration": _part(iteration, device, batch, precision, repeats, warmup),
     }
     if profile:

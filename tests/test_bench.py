@@ -56,7 +56,11 @@ def test_bench_counts_are_those_of_the_timed_calls():
     parts = result["parts"]
     # Every count equals a count of the same computation made here on a fresh model.
     assert parts["iteration"]["flops"] == iteration_flops(cfg, SHAPE, stage=1)
-    assert parts["chain_step"]["flops"] == _chain_step_flops(cfg, 1)
+    # The chain step is timed as a whole chain of L steps: its per-step numbers are exact.
+    step = parts["chain_step"]
+    assert step["flops"] == _chain_step_flops(cfg, 1) and step["steps"] == cfg.train.post_steps
+    assert step["chain_flops"] == step["steps"] * step["flops"]
+    assert step["seconds"] == pytest.approx(step["chain_seconds"] / step["steps"])
     assert parts["sampling"]["flops"] == _sampling_flops(cfg)
     assert parts["chain_step"]["flops"] > 0 and parts["sampling"]["flops"] > 0
     assert list(result["peak"]) == ["fp32"]
