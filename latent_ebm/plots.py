@@ -5,6 +5,8 @@
   ``2 log 2`` (paper Figure 4).
 - :func:`transition_strip`: prior Langevin chains from ``p_0`` towards the learned prior
   (paper Figure 3).
+- :func:`plot_time_to_quality`: test recon MSE and FID against training wall time, one curve
+  per training variant (issue 6).
 - :func:`run_figures`: every figure of a run directory.
 """
 
@@ -31,6 +33,7 @@ from latent_ebm.train import load_data, load_run, read_metrics
 __all__ = [
     "image_grid",
     "plot_nce_curves",
+    "plot_time_to_quality",
     "run_figures",
     "save_grid",
     "transition_strip",
@@ -73,6 +76,27 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
     ax.set_xlabel("iteration")
     ax.set_ylabel("NCE loss (Eq. 4)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
+    """Recon MSE and FID against training minutes, one line per label of ``curves``.
+
+    ``curves[label]``: points ``{"minutes", "recon", "fid"}`` in order of time.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (metric, title), ax in zip(
+        (("recon", "test recon MSE"), ("fid", "FID (classifier features)")), axes, strict=True
+    ):
+        for label, points in curves.items():
+            ax.plot([p["minutes"] for p in points], [p[metric] for p in points], "o-", label=label)
+        ax.set_xlabel("training wall time (min)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

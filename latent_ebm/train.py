@@ -363,7 +363,12 @@ def train(
                 last_saved = done
             kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
             if kept and main:
-                keep = {"iteration": done, "shape": data.shape, "model": model.state_dict()}
+                keep = {
+                    "iteration": done,
+                    "elapsed": elapsed + time.perf_counter() - t0,  # training seconds so far
+                    "shape": data.shape,
+                    "model": model.state_dict(),
+                }
                 (out / SNAPSHOTS).mkdir(exist_ok=True)
                 _save_checkpoint(out / SNAPSHOTS / f"model-{done:07d}.pt", keep, last_saved)
             if signum:

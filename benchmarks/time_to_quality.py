@@ -1,0 +1,170 @@
+"""Time to quality on the Fashion-MNIST CPU benchmark (issue 6): warm-started posterior chains
+against the paper's noise-started ones, at equal wall time, and bf16 against float32.
+
+The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --scale cpu``
+(the ``fashion-mnist-cpu`` preset, 2,400 iterations, seed 0). Variants:
+
+- ``noise``: the paper's posterior chain, ``train.post_steps`` (30) steps from ``N(0, I)``;
+- ``warm``: each chain starts from the example's memory-bank row (its previous posterior
+  sample) and runs ``--warm-steps`` steps (``train.post_init=bank``). It trains for more
+  iterations, as many as the ``noise`` run's operations allow (:func:`latent_ebm.cost.
+  iteration_flops`; rounded to a multiple of ``--points``), so that both runs take about
+  the same wall time;
+- ``bf16``: ``noise`` with ``train.precision=bf16``, the same iterations (the quality check
+  of bf16: recon MSE and FID within 5% of ``noise``).
+
+Each run keeps ``--points`` snapshots; each snapshot is evaluated as ``reproduce`` evaluates a
+model (test recon MSE with the run's posterior chain from noise, classifier FID of
+``--fid-n`` prior samples), and its x coordinate is the training wall time when it was kept.
+Runs and evaluations are resumable: rerunning the command skips what is done. Run it alone on
+the machine: the x axis is wall time.
+
+    python benchmarks/time_to_quality.py --out runs/ttq
+
+writes ``OUT/time_to_quality.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
+from latent_ebm.cost import iteration_flops
+from latent_ebm.data import dataset_info
+from latent_ebm.evaluate import fid, recon_mse
+from latent_ebm.features import classifier_features
+from latent_ebm.plots import plot_time_to_quality
+from latent_ebm.reproduce import SCALES
+from latent_ebm.train import CHECKPOINT, load_data, load_run, snapshots, train
+
+VARIANTS = ("noise", "warm", "bf16")
+
+
+def variant_overrides(variant: str, warm_steps: int) -> list[str]:
+    """The ``--set`` overrides of a variant on the benchmark's configuration."""
+    return {
+        "noise": [],
+        "warm": ["train.post_init=bank", f"train.warm_steps={warm_steps}"],
+        "bf16": ["train.precision=bf16"],
+    }[variant]
+
+
+def equal_time_iters(base: Any, warm: Any, shape: tuple[int, int, int]) -> int:
+    """Iterations of ``warm`` with the operations of ``base``'s ``train.iters`` iterations."""
+    stages = range(max(num_stages(base), 1))
+    per_base = sum(iteration_flops(base, shape, s) for s in stages)
+    per_warm = sum(iteration_flops(warm, shape, s) for s in stages)
+    return round(base.train.iters * per_base / per_warm)
+
+
+def configs(
+    dataset: str, overrides: list[str], warm_steps: int, variants: list[str], points: int
+) -> dict[str, Any]:
+    """Each variant's configuration: the cpu scale of ``reproduce`` plus ``overrides``."""
+    scale = SCALES["cpu"]
+    sets = [*scale["set"], f"data.name={dataset}", "prior.kind=adaptive", "prior.stages=4"]
+    base = resolve_config(scale["preset"], None, sets + overrides)
+    shape, _ = dataset_info(base.data.name, base.data.size, base.data.holdout)
+    out = {}
+    for v in variants:
+        cfg = apply_overrides(copy.deepcopy(base), variant_overrides(v, warm_steps))
+        if v == "warm":  # a multiple of `points`, for evenly spaced snapshots
+            cfg.train.iters = points * max(1, round(equal_time_iters(base, cfg, shape) / points))
+        cfg.train.keep_every = max(1, cfg.train.iters // points)
+        out[v] = cfg
+    return out
+
+
+def _trained(cfg: Any, run_dir: Path) -> None:
+    """Train the run, resume it, or leave it if it is complete."""
+    if (run_dir / CHECKPOINT).exists():
+        if load_run(run_dir)[2]["iteration"] < cfg.train.iters:
+            train(None, run_dir, resume=True)
+    else:
+        train(cfg, run_dir)
+
+
+def _evaluated(run_dir: Path, fid_n: int, extractor: Any, data: Any) -> list[dict[str, Any]]:
+    """Recon MSE and FID of every snapshot of a run (cached in ``RUN/time_to_quality.json``)."""
+    path = run_dir / "time_to_quality.json"
+    done = {p["iteration"]: p for p in json.loads(path.read_text())} if path.exists() else {}
+    points = []
+    for snap in snapshots(run_dir):
+        cfg, model, state = load_run(run_dir, checkpoint=snap)
+        if state["iteration"] not in done:
+            chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
+            prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+            print(f"{run_dir.name}: iteration {state['iteration']} ...", file=sys.stderr)
+            done[state["iteration"]] = {
+                "iteration": state["iteration"],
+                "minutes": state["elapsed"] / 60,
+                "recon": recon_mse(model, data.test_x, **chain, progress=True),
+                "fid": fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain),
+            }
+            path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["iteration"])))
+        points.append(done[state["iteration"]])
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--warm-steps", type=int, default=10)
+    ap.add_argument("--points", type=int, default=8, help="snapshots evaluated per run")
+    ap.add_argument("--fid-n", type=int, default=5000)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    a = ap.parse_args(argv)
+    overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
+    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points)
+    data = load_data(next(iter(cfgs.values())))
+    extractor = classifier_features(data, progress=True)
+    curves = {}
+    for v, cfg in cfgs.items():
+        _trained(cfg, a.out / v)
+        curves[v] = _evaluated(a.out / v, a.fid_n, extractor, data)
+
+    post_steps = next(iter(cfgs.values())).train.post_steps
+    labels = {
+        "noise": f"noise start, {post_steps} steps (paper)",
+        "warm": f"warm start (bank row), {a.warm_steps} steps",
+        "bf16": "noise start, bf16",
+    }
+    plot_time_to_quality({labels[v]: c for v, c in curves.items()}, a.out / "time_to_quality.png")
+    command = "python benchmarks/time_to_quality.py " + " ".join(argv or sys.argv[1:])
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| variant | iterations | train time | recon MSE | FID |",
+        "|---|---|---|---|---|",
+    ]
+    for v, c in curves.items():
+        last = c[-1]
+        lines.append(
+            f"| {labels[v]} | {last['iteration']} | {last['minutes']:.1f} min | "
+            f"{last['recon']:.4f} | {last['fid']:.2f} |"
+        )
+    if "noise" in curves:
+        ref = curves["noise"][-1]
+        for v in curves.keys() - {"noise"}:
+            last = curves[v][-1]
+            lines.append(
+                f"\n{v} / noise: recon {last['recon'] / ref['recon']:.3f}, "
+                f"FID {last['fid'] / ref['fid']:.3f}, time {last['minutes'] / ref['minutes']:.3f}"
+            )
+    (a.out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
+    results = {v: {"config": config_to_dict(cfgs[v]), "points": c} for v, c in curves.items()}
+    (a.out / "time_to_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
