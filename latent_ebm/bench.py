@@ -17,7 +17,9 @@ batch:
   (:func:`latent_ebm.sampling.sample_latents`, then ``decode``), per image.
 
 Operations are those of :func:`latent_ebm.cost.count_flops` (PyTorch's flop formulas) on the
-very call that is timed, run once under the counter as the first warm-up. A part's rate is its
+very call that is timed, run once under the counter as the first warm-up (eagerly, with
+``train.compile``, so that the counter sees PyTorch's operators; at least one more
+warm-up call then compiles, untimed). A part's rate is its
 operations over its median time; its fraction of peak divides that by the peak of its own
 precision: the chain and the iteration run in ``train.precision``, sampling in float32 as
 :mod:`latent_ebm.sampling` always does.
@@ -147,8 +149,9 @@ def _part(
     repeats: int,
     warmup: int,
 ) -> dict[str, Any]:
-    """Operations (counted on the first warm-up call) and times of ``fn``."""
-    flops = count_flops(fn)
+    """Operations (counted on the first warm-up call, run eagerly) and times of ``fn``."""
+    with torch.compiler.set_stance("force_eager"):  # the counter sees every operator
+        flops = count_flops(fn)
     times = _times(fn, device, repeats, warmup)
     seconds = statistics.median(times)
     return {
@@ -264,6 +267,9 @@ def _bench(
     # The model at the requested stage, a synthetic batch and its random numbers.
     torch.manual_seed(t.seed)
     model, opt_g, bank, x, idx = synthetic_batch(cfg, shape, stage, batch, device)
+    model.compile_generator(t.compile)
+    if t.compile != "none":
+        warmup = max(warmup, 1)  # the first compiled call compiles: never timed
     streams = rng.Streams(t.seed, 0, batch, slice(0, batch), device)
     z0, eps = streams.normal(rng.POSTERIOR_INIT, nz), streams.normal(rng.POSTERIOR_NOISE, nz)
 

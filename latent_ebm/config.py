@@ -82,6 +82,7 @@ class TrainConfig:
     post_init: str = "noise"  # posterior chain start: noise (paper) | bank (example's bank row)
     warm_steps: int = 0  # posterior steps when post_init=bank (0: train.post_steps)
     precision: str = "fp32"  # fp32 | bf16: autocast in the chains and the generator update
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile mode
     seed: int = 0  # seeds initialisation, batch order and every chain's noise
     log_every: int = 10  # iterations per line of metrics.jsonl (window means)
     keep_every: int = 0  # iterations between model snapshots kept in snapshots/ (0: none)
@@ -105,6 +106,10 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
+# torch.compile modes of the generator in training (LatentEBM.compile_generator); "none": eager.
+# "reduce-overhead" records CUDA graphs on a GPU.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
 _CHOICES = {
     "data.name": DATASETS,
     "model.arch": ("auto", "cifar10"),
@@ -112,6 +117,7 @@ _CHOICES = {
     "prior.prior_samples": ("persistent", "langevin"),
     "train.post_init": ("noise", "bank"),
     "train.precision": PRECISIONS,
+    "train.compile": COMPILE_MODES,
 }
 _POSITIVE = (
     "model.nz",

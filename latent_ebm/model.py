@@ -45,6 +45,18 @@ class LatentEBM(nn.Module):
         tensors = itertools.chain(self.parameters(), self.buffers())
         return next((t.device for t in tensors), torch.device("cpu"))
 
+    def compile_generator(self, mode: str) -> None:
+        """``torch.compile`` the generator's forward pass in place (``train.compile``).
+
+        Every chain step, generator update and decoding then runs the compiled forward (and
+        its compiled backward); the first calls of each input shape compile. The module and
+        its state-dict keys are unchanged, so checkpoints do not depend on the option.
+        ``mode``: ``none`` (nothing) or a mode of ``torch.compile`` (``reduce-overhead``
+        records CUDA graphs on a GPU).
+        """
+        if mode != "none":
+            self.generator.compile(mode=mode)
+
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(x | z) = -||x - g(z)||^2 / (2 sigma^2)`` (+ const): ``(B,)``."""
         return -(x - self.generator(z)).pow(2).flatten(1).sum(1) / (2 * self.sigma**2)

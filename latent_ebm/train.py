@@ -266,6 +266,7 @@ def train(
     # Build the model, the generator's optimiser and the memory bank.
     torch.manual_seed(t_cfg.seed)
     model = build_model(cfg, data.shape).to(device)
+    model.compile_generator(t_cfg.compile)
     opt_g = torch.optim.Adam(
         model.generator.parameters(), lr=t_cfg.lr, betas=(t_cfg.beta1, t_cfg.beta2)
     )
