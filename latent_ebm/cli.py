@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     r.add_argument("--data-dir", type=Path, help="folder of the data files")
     r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every model, e.g. prior.prior_samples=langevin (repeatable)",
+    )
+    r.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
 

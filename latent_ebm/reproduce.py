@@ -265,16 +265,20 @@ def experiment_runs(
     seed: int = 0,
     holdout: Sequence[int] | None = None,
     data_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[PlannedRun]:
     """The models of ``experiment`` at ``scale``: their validated configs, in table order.
 
-    Every config is the scale's base config with only the model's overrides applied
-    (``prior.*``, and ``lebm``'s ``train.post_steps``); ``anomaly`` adds ``data.holdout`` and
-    keeps 20 snapshots per run, as ``latent-ebm train --holdout`` does.
+    Every config is the scale's base config, then ``overrides`` (``section.field=value``, the
+    same for every model, e.g. ``prior.prior_samples=langevin``), then only the model's own
+    overrides (``prior.kind``/``prior.stages``, and ``lebm``'s ``train.post_steps``);
+    ``anomaly`` adds ``data.holdout`` and keeps 20 snapshots per run, as ``latent-ebm train
+    --holdout`` does.
 
     Raises:
         LatentEBMError: unknown experiment, scale or data set; ``holdout`` outside the labels
-            or given to an experiment without classes; a config that does not validate.
+            or given to an experiment without classes; an override of a field that the
+            experiment sets per model; a config that does not validate.
     """
     _choice("experiment", experiment, tuple(EXPERIMENTS))
     _choice("scale", scale, tuple(SCALES))
@@ -284,7 +288,16 @@ def experiment_runs(
     exp = EXPERIMENTS[experiment]
     if holdout is not None and not exp.per_class:
         raise LatentEBMError(f"--holdout applies to the anomaly experiment, not '{experiment}'")
-    base = _base_config(dataset, scale, seed, data_dir)
+    per_model = {"data.holdout", "train.seed"} | {
+        o.split("=")[0] for spec in exp.models for o in spec.overrides
+    }
+    for o in overrides:
+        if o.split("=")[0].strip() in per_model:
+            raise LatentEBMError(
+                f"--set {o}: '{experiment}' sets {o.split('=')[0].strip()} itself (per model, "
+                "or by --holdout / --seed); override other fields"
+            )
+    base = apply_overrides(_base_config(dataset, scale, seed, data_dir), list(overrides))
     classes: list[int | None] = [None]
     if exp.per_class:
         classes = list(_holdouts(dataset, scale, holdout, data_dir))
@@ -373,6 +386,7 @@ def reproduce(
     features: str = "classifier",
     weights: str | Path | None = None,
     data_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> Reproduction:
@@ -390,6 +404,7 @@ def reproduce(
         features: FID features, ``classifier`` (offline) or ``inception`` (needs ``weights``).
         weights: the FID Inception weights file.
         data_dir: folder of the data files.
+        overrides: ``section.field=value`` settings for every model (:func:`experiment_runs`).
         progress: tqdm bars while training and evaluating.
         echo: where the one-line progress messages go.
 
@@ -397,7 +412,13 @@ def reproduce(
         The table (Markdown), the raw numbers and the paths of both files.
     """
     runs = experiment_runs(
-        experiment, dataset, scale, seed=seed, holdout=holdout, data_dir=data_dir
+        experiment,
+        dataset,
+        scale,
+        seed=seed,
+        holdout=holdout,
+        data_dir=data_dir,
+        overrides=overrides,
     )
     exp, sc = EXPERIMENTS[experiment], SCALES[scale]
     requests: dict[str, dict[str, Any]] = {
@@ -415,7 +436,9 @@ def reproduce(
         requests["fid"] = {"seed": seed, "n": fid_n, "features": features, "weights": w}
     elif fid_n is not None or weights is not None:
         raise LatentEBMError(f"--fid-n and --weights do not apply to '{experiment}' (no FID)")
-    command = _command(experiment, out, dataset, scale, seed, runs, requests.get("fid"), data_dir)
+    command = _command(
+        experiment, out, dataset, scale, seed, runs, requests.get("fid"), data_dir, overrides
+    )
 
     out = Path(out)
     cfg = runs[0].cfg
@@ -457,6 +480,7 @@ def reproduce(
         "scale": scale,
         "seed": seed,
         "command": command,
+        "overrides": list(overrides),
         "fid": requests.get("fid"),
         "base_config": config_to_dict(cfg),
         "models": rows,
@@ -478,6 +502,7 @@ def _command(
     runs: list[PlannedRun],
     fid: dict[str, Any] | None,
     data_dir: str | Path | None,
+    overrides: Sequence[str] = (),
 ) -> str:
     """The full command line (every default spelled out) that reproduces the table."""
     args = ["latent-ebm", "reproduce", experiment, "--dataset", dataset, "--scale", scale]
@@ -489,6 +514,8 @@ def _command(
         args += ["--fid-n", str(fid["n"]), "--features", fid["features"]]
         args += ["--weights", fid["weights"]] if fid["weights"] else []
     args += ["--data-dir", str(data_dir)] if data_dir is not None else []
+    for o in overrides:
+        args += ["--set", o]
     return shlex.join(args)
 
 
@@ -513,7 +540,7 @@ def _markdown(results: dict[str, Any], exp: Experiment) -> str:
         f"Data set `{results['dataset']}`, scale `{results['scale']}`: {t['iters']:,} "
         f"iterations of batch {t['batch_size']}, seed {results['seed']}; generator nz "
         f"{m['nz']} / ngf {m['ngf']}; posterior chain {t['post_steps']} steps of "
-        f"{t['post_step_size']}.",
+        f"{t['post_step_size']}." + "".join(f" Every model: `{o}`." for o in results["overrides"]),
     ]
     fid = results["fid"]
     if fid is not None:

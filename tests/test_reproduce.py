@@ -4,6 +4,7 @@ its bad inputs."""
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -97,6 +98,20 @@ def test_experiment_models():
     assert len(experiment_runs("anomaly", "digits", "paper")) == 20  # every class
 
 
+def test_overrides_apply_to_every_model_but_not_to_per_model_fields():
+    plain = experiment_runs("stages", "digits", "cpu")
+    runs = experiment_runs("stages", "digits", "cpu", overrides=["prior.prior_samples=langevin"])
+    for a, b in zip(plain, runs, strict=True):
+        assert b.cfg.prior.prior_samples == "langevin"
+        b.cfg.prior.prior_samples = a.cfg.prior.prior_samples
+        assert config_to_dict(a.cfg) == config_to_dict(b.cfg)  # nothing else changed
+    for field in ("prior.stages=2", "prior.kind=tre", "train.seed=3"):
+        with pytest.raises(rep.LatentEBMError, match=re.escape(f"--set {field}: 'stages' sets")):
+            experiment_runs("stages", "digits", "cpu", overrides=[field])
+    with pytest.raises(rep.LatentEBMError, match=r"train\.post_steps"):
+        experiment_runs("compare", "digits", "cpu", overrides=["train.post_steps=5"])
+
+
 def test_tre_with_one_ratio_is_the_nce_prior(tmp_path, digits):
     # One ratio: TRE's waymarks are the prior draws and the posterior samples, its posterior
     # chains run under N(0, I) like stage 0 of the adaptive prior, its loss is the NCE loss.
@@ -132,6 +147,7 @@ few_iterations = pytest.mark.filterwarnings("ignore:each stage lasts")
 def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     out = tmp_path / "repro"
     args = ["reproduce", "stages", "--dataset", "digits", "--scale", "tiny", "--out", out]
+    args += ["--set", "sample.grid=9"]  # a setting for every model
     code, stdout, err = run_cli([*args, "--no-progress"], capsys)
     assert code == 0, err
     assert "[3/5] adaptive K=2: training" in stdout
@@ -141,6 +157,7 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     assert "`digits`" in md and "16 iterations" in md and "seed 0" in md
     assert "classifier features" in md and "500 generated images" in md
     assert f"`latent-ebm reproduce stages --dataset digits --scale tiny --out {out}" in md
+    assert "--set sample.grid=9`" in md and "Every model: `sample.grid=9`." in md
     rows = table_rows(md)
     assert [r[0] for r in rows] == ["gaussian", "nce", *(f"adaptive K={k}" for k in (2, 4, 8))]
     assert [r[2] for r in rows] == ["0", "1", "2", "4", "8"]
@@ -165,7 +182,13 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rep, "evaluate_run", forbidden)
     lines = []
     again = reproduce(
-        "stages", out, dataset="digits", scale="tiny", progress=False, echo=lines.append
+        "stages",
+        out,
+        dataset="digits",
+        scale="tiny",
+        overrides=["sample.grid=9"],
+        progress=False,
+        echo=lines.append,
     )
     assert again.markdown == md
     assert sum("not retrained" in line for line in lines) == 5
@@ -174,7 +197,17 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     # Another table reuses the runs it shares with this one: only tre and lebm are new.
     monkeypatch.undo()
     lines = []
-    reproduce("compare", out, dataset="digits", scale="tiny", progress=False, echo=lines.append)
+    with pytest.raises(rep.LatentEBMError, match=r"another config \(sample\.grid is 9 there"):
+        reproduce("compare", out, dataset="digits", scale="tiny", progress=False)  # no --set
+    reproduce(
+        "compare",
+        out,
+        dataset="digits",
+        scale="tiny",
+        overrides=["sample.grid=9"],
+        progress=False,
+        echo=lines.append,
+    )
     reused = [line.split(":")[0] for line in lines if "not retrained" in line]
     assert reused == ["[1/5] gaussian", "[2/5] nce", "[3/5] adaptive K=4"]
     assert sum("evaluated earlier" in line for line in lines) == 6
