@@ -266,7 +266,7 @@ def fail_together() -> Iterator[None]:
     if world_size() == 1:
         yield
         return
-    _guarded = True
+    outer, _guarded = _guarded, True
     error: Exception | None = None
     try:
         try:
@@ -280,7 +280,7 @@ def fail_together() -> Iterator[None]:
             if not _any_failed(False):
                 return
     finally:
-        _guarded = False
+        _guarded = outer  # a nested section hands the checks back to the enclosing one
     _raise_first(error)
 
 
