@@ -68,6 +68,10 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.nz = nz
         xavier_init(self)
+        # Channels-last weights: oneDNN's and cuDNN's fast convolution layouts. On the 2-core
+        # CPU a training iteration of the svhn preset ran 7-10% faster in float32 and 3-20% in
+        # bf16 (interleaved in one process). Values and state-dict keys are unchanged.
+        self.to(memory_format=torch.channels_last)
         out = self.net(torch.zeros(1, nz, 1, 1)).shape[-1]
         if out != size:
             raise ValueError(f"generator family '{key}' makes {out}x{out} images, not {size}")
