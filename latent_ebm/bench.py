@@ -50,7 +50,15 @@ from latent_ebm.precision import DTYPES, autocast
 from latent_ebm.sampling import sample_latents
 from latent_ebm.train import resolve_device, train_iteration
 
-__all__ = ["KERNEL_OPS", "bench", "format_report", "matmul_peak", "outside_kernels"]
+__all__ = [
+    "KERNEL_OPS",
+    "bench",
+    "compare_precisions",
+    "format_comparison",
+    "format_report",
+    "matmul_peak",
+    "outside_kernels",
+]
 
 # The operators whose operations cost.count_flops counts: the "kernels" of the profile.
 KERNEL_OPS = frozenset(
@@ -330,6 +338,51 @@ def _bench(
         "parts": parts,
         "config": config_to_dict(cfg),
     }
+
+
+def compare_precisions(
+    cfg: Config, rounds: int = 3, precisions: tuple[str, ...] = ("fp32", "bf16"), **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`bench` of each precision in turn, ``rounds`` times, in one process.
+
+    A shared machine's speed drifts over minutes; alternating the precisions and taking the
+    ratio within each round compares them under the same conditions. ``kwargs`` go to
+    :func:`bench`.
+
+    Returns:
+        ``{"rounds": [{precision: bench result}], "speedup": {part: [per-round ratio of the
+        first precision's time to the last's]}, "median_speedup": {part: median}}``.
+    """
+    if rounds < 1:
+        raise LatentEBMError(f"rounds must be at least 1, got {rounds}")
+    results = [{p: bench(cfg, p, **kwargs) for p in precisions} for _ in range(rounds)]
+    first, last = precisions[0], precisions[-1]
+    speedup = {
+        part: [
+            r[first]["parts"][part]["seconds"] / r[last]["parts"][part]["seconds"] for r in results
+        ]
+        for part in ("chain_step", "iteration")
+    }
+    return {
+        "precisions": list(precisions),
+        "rounds": results,
+        "speedup": speedup,
+        "median_speedup": {part: statistics.median(v) for part, v in speedup.items()},
+    }
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The lines that ``latent-ebm bench --compare`` prints after each round's reports."""
+    first, last = comparison["precisions"][0], comparison["precisions"][-1]
+    lines = []
+    for part, ratios in comparison["speedup"].items():
+        name = part.replace("_", " ")
+        per_round = ", ".join(f"{r:.2f}x" for r in ratios)
+        lines.append(
+            f"{name}: {last} is {comparison['median_speedup'][part]:.2f}x faster than {first} "
+            f"(median of {len(ratios)} rounds: {per_round})"
+        )
+    return "\n".join(lines)
 
 
 def _seconds(s: float) -> str:

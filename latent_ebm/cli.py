@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--peak-seconds", type=float, default=0.5, help="length of one matmul-peak repeat (0.5)"
     )
+    b.add_argument(
+        "--compare",
+        type=int,
+        metavar="ROUNDS",
+        help="measure fp32 and bf16 in turn ROUNDS times in this one process and report the "
+        "bf16 speed-up of each round (a shared machine's speed drifts between runs)",
+    )
     b.add_argument("--json", type=Path, help="also write the raw numbers to this JSON file")
     return parser
 
@@ -338,22 +345,31 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
-    from latent_ebm.bench import bench, format_report
+    from latent_ebm.bench import bench, compare_precisions, format_comparison, format_report
 
     preset = args.preset or "digits"
     cfg = resolve_config(preset, None, args.overrides)
-    result = bench(
-        cfg,
-        args.precision,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        threads=args.threads,
-        stage=args.stage,
-        peak_seconds=args.peak_seconds,
-    )
+    options = {
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "stage": args.stage,
+        "peak_seconds": args.peak_seconds,
+    }
+    if args.compare is not None:
+        if args.precision is not None:
+            raise LatentEBMError("--compare measures fp32 and bf16: leave out --precision")
+        result = compare_precisions(cfg, args.compare, **options)
+        for i, round_ in enumerate(result["rounds"], 1):
+            for precision, r in round_.items():
+                print(f"latent-ebm bench: preset {preset}, precision {precision}, round {i}")
+                print(format_report(r))
+        print(format_comparison(result))
+    else:
+        result = bench(cfg, args.precision, **options)
+        print(f"latent-ebm bench: preset {preset}, precision {result['precision']}")
+        print(format_report(result))
     result = {"preset": preset, "overrides": list(args.overrides), **result}
-    print(f"latent-ebm bench: preset {preset}, precision {result['precision']}")
-    print(format_report(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

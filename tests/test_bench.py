@@ -120,12 +120,36 @@ def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert saved["parts"]["iteration"]["flops"] == iteration_flops(tiny_config(), SHAPE)
 
 
+def test_bench_compare_alternates_precisions_in_one_process(tmp_path, capsys):
+    sets = [a for item in TINY for a in ("--set", item)]
+    args = ["bench", *sets, "--compare", "2", "--repeats", "1", "--warmup", "0"]
+    args += ["--peak-seconds", "0.01", "--json", tmp_path / "compare.json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    order = [line for line in out.splitlines() if line.startswith("latent-ebm bench:")]
+    assert [line.split("precision ")[1] for line in order] == [
+        f"{p}, round {r}" for r in (1, 2) for p in ("fp32", "bf16")
+    ]
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["precisions"] == ["fp32", "bf16"] and len(saved["rounds"]) == 2
+    for part in ("chain_step", "iteration"):
+        ratios = [
+            r["fp32"]["parts"][part]["seconds"] / r["bf16"]["parts"][part]["seconds"]
+            for r in saved["rounds"]
+        ]
+        assert saved["speedup"][part] == pytest.approx(ratios)
+        assert saved["median_speedup"][part] == pytest.approx(sum(ratios) / 2)
+        assert f"{part.replace('_', ' ')}: bf16 is" in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--set", "prior.stages=2", "--stage", "2"], "error: stage must lie in 0..1"),
         (["--repeats", "0"], "error: repeats and threads must be at least 1"),
         (["--set", "train.precision=fp16"], "'train.precision' must be one of fp32, bf16"),
+        (["--compare", "2", "--precision", "bf16"], "--compare measures fp32 and bf16"),
+        (["--compare", "0"], "error: rounds must be at least 1"),
     ],
 )
 def test_bench_cli_errors(args, message, capsys):
