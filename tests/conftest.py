@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny configuration on the built-in digits data set."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -24,6 +26,15 @@ TINY = [
     "sample.steps=5",
     "sample.grid=16",
 ]
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` as a module (they are not a package)."""
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(*overrides: str) -> Config:

@@ -2,25 +2,18 @@
 tiny budget: equal operations for the warm run, one evaluated point per kept snapshot at its
 training time, resumable evaluations, the table and the figure."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from latent_ebm.cost import iteration_flops
 from latent_ebm.train import read_metrics
-from tests.conftest import TINY
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "time_to_quality.py"
+from tests.conftest import TINY, load_script
 
 
 @pytest.fixture(scope="module")
 def ttq():
-    spec = importlib.util.spec_from_file_location("time_to_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("time_to_quality")
 
 
 @pytest.fixture(autouse=True)
