@@ -37,6 +37,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_set(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option, collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(
@@ -49,14 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (Algorithm 1) into a run directory")
     t.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)} (default: digits)")
     t.add_argument("--config", type=Path, help="YAML file of overrides (sections as config.yaml)")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one field, e.g. --set train.iters=3000 (repeatable)",
-    )
+    _add_set(t, "override one field, e.g. --set train.iters=3000 (repeatable)")
     t.add_argument("--out", type=Path, required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--force", action="store_true", help="delete an existing run in --out first")
@@ -144,14 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", type=Path, help="FID: FID Inception weights file (.pth)")
     r.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     r.add_argument("--data-dir", type=Path, help="folder of the data files")
-    r.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a setting for every model, e.g. prior.prior_samples=langevin (repeatable)",
-    )
+    _add_set(r, "a setting for every model, e.g. prior.prior_samples=langevin (repeatable)")
     r.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
@@ -160,14 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure chain, iteration and sampling speed against the matmul peak"
     )
     b.add_argument("--preset", help="named preset (default: digits); no data files are read")
-    b.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one field, e.g. --set train.batch_size=50 (repeatable)",
-    )
+    _add_set(b, "override one field, e.g. --set train.batch_size=50 (repeatable)")
     b.add_argument(
         "--precision",
         choices=PRECISIONS,

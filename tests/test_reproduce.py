@@ -181,33 +181,19 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rep, "train", forbidden)
     monkeypatch.setattr(rep, "evaluate_run", forbidden)
     lines = []
-    again = reproduce(
-        "stages",
-        out,
-        dataset="digits",
-        scale="tiny",
-        overrides=["sample.grid=9"],
-        progress=False,
-        echo=lines.append,
-    )
+    tiny = {"dataset": "digits", "scale": "tiny", "progress": False, "echo": lines.append}
+    again = reproduce("stages", out, overrides=["sample.grid=9"], **tiny)
     assert again.markdown == md
     assert sum("not retrained" in line for line in lines) == 5
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
     # Another table reuses the runs it shares with this one: only tre and lebm are new.
     monkeypatch.undo()
-    lines = []
+    lines.clear()
     with pytest.raises(rep.LatentEBMError, match=r"another config \(sample\.grid is 9 there"):
-        reproduce("compare", out, dataset="digits", scale="tiny", progress=False)  # no --set
-    reproduce(
-        "compare",
-        out,
-        dataset="digits",
-        scale="tiny",
-        overrides=["sample.grid=9"],
-        progress=False,
-        echo=lines.append,
-    )
+        reproduce("compare", out, **tiny)  # without the setting of the runs
+    lines.clear()
+    reproduce("compare", out, overrides=["sample.grid=9"], **tiny)
     reused = [line.split(":")[0] for line in lines if "not retrained" in line]
     assert reused == ["[1/5] gaussian", "[2/5] nce", "[3/5] adaptive K=4"]
     assert sum("evaluated earlier" in line for line in lines) == 6
