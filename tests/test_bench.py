@@ -104,33 +104,33 @@ def test_outside_kernels_counts_nested_kernels_once():
     assert out["share"] == pytest.approx(0.6)
 
 
-def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+def _bench_cli(tmp_path, capsys, *options) -> tuple[str, dict]:
+    """``latent-ebm bench`` of the tiny config, fast settings: its output and its JSON."""
     sets = [a for item in TINY for a in ("--set", item)]
-    args = ["bench", *sets, "--precision", "bf16", "--repeats", "1", "--warmup", "0"]
+    args = ["bench", *sets, *options, "--repeats", "1", "--warmup", "0"]
     args += ["--peak-seconds", "0.01", "--json", tmp_path / "bench.json"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
+    return out, json.loads((tmp_path / "bench.json").read_text())
+
+
+def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    out, saved = _bench_cli(tmp_path, capsys, "--precision", "bf16")
     for text in ("preset digits, precision bf16", "matmul peak bf16", "matmul peak fp32"):
         assert text in out
     for row in ("chain step", "iteration", "sampling", "of peak", "outside matmul/convolution"):
         assert row in out
-    saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["preset"] == "digits" and saved["overrides"] == TINY
     assert set(saved["parts"]) == {"chain_step", "iteration", "sampling"}
     assert saved["parts"]["iteration"]["flops"] == iteration_flops(tiny_config(), SHAPE)
 
 
 def test_bench_compare_alternates_precisions_in_one_process(tmp_path, capsys):
-    sets = [a for item in TINY for a in ("--set", item)]
-    args = ["bench", *sets, "--compare", "2", "--repeats", "1", "--warmup", "0"]
-    args += ["--peak-seconds", "0.01", "--json", tmp_path / "compare.json"]
-    code, out, err = run_cli(args, capsys)
-    assert code == 0, err
+    out, saved = _bench_cli(tmp_path, capsys, "--compare", "2")
     order = [line for line in out.splitlines() if line.startswith("latent-ebm bench:")]
     assert [line.split("precision ")[1] for line in order] == [
         f"{p}, round {r}" for r in (1, 2) for p in ("fp32", "bf16")
     ]
-    saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["precisions"] == ["fp32", "bf16"] and len(saved["rounds"]) == 2
     for part in ("chain_step", "iteration"):
         ratios = [
