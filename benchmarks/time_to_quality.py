@@ -16,8 +16,9 @@ The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --
 Each run keeps ``--points`` snapshots; each snapshot is evaluated as ``reproduce`` evaluates a
 model (test recon MSE with the run's posterior chain from noise, classifier FID of
 ``--fid-n`` prior samples), and its x coordinate is the training wall time when it was kept.
-Runs and evaluations are resumable: rerunning the command skips what is done. Run it alone on
-the machine: the x axis is wall time.
+Runs and evaluations are resumable: rerunning the command skips what is done. The runs are
+trained first, then evaluated: run the training phase alone on the machine (the x axis is
+training wall time); once it prints "training done", other work may share the machine.
 
     python benchmarks/time_to_quality.py --out runs/ttq
 
@@ -126,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points)
     data = load_data(next(iter(cfgs.values())))
     extractor = classifier_features(data, progress=True)
-    curves = {}
-    for v, cfg in cfgs.items():
+    for v, cfg in cfgs.items():  # every run first: only training needs the machine alone
         _trained(cfg, a.out / v)
-        curves[v] = _evaluated(a.out / v, a.fid_n, extractor, data)
+    print("time_to_quality: training done; evaluating the snapshots", file=sys.stderr)
+    curves = {v: _evaluated(a.out / v, a.fid_n, extractor, data) for v in cfgs}
 
     post_steps = next(iter(cfgs.values())).train.post_steps
     labels = {

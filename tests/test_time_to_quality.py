@@ -38,6 +38,9 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
     args = ["--out", str(tmp_path), "--variants", "noise", "warm", "--warm-steps", "2"]
     args += ["--points", "3", "--fid-n", "100"] + [a for s in TINY for a in ("--set", s)]
     assert ttq.main(args) == 0
+    # Every run is trained before any snapshot is evaluated (only training needs a quiet machine).
+    err = capsys.readouterr().err
+    assert 0 <= err.index("training done") < err.index("noise: iteration")
     results = json.loads((tmp_path / "time_to_quality.json").read_text())
     assert list(results) == ["noise", "warm"]
     for variant, r in results.items():
