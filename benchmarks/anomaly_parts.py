@@ -5,7 +5,8 @@ a generator term and a prior term; the prior term splits further into the Gaussi
 ``||z||^2 / 2`` and the learned part (the ratios of an adaptive prior, the EBM of ``lebm``).
 For each run (trained with ``--holdout C``) and its last ``--last`` snapshots this takes one
 set of posterior samples per snapshot, exactly as ``latent-ebm eval --metric anomaly`` does,
-and reports the AUPRC of every term alone next to the full score.
+and reports the AUPRC of every term alone next to the full score, and each term's standard
+deviation over the test set (how much of the score's spread it makes).
 
     python benchmarks/anomaly_parts.py runs/repro-cpu/runs/adaptive-K4-holdout0 \\
         runs/repro-cpu/runs/lebm-holdout0 [--last 1]
@@ -68,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             parts = score_parts(model, data.test_x, z)
             row = {"iteration": state["iteration"]}
             row.update({p: auprc(anomalous, v.numpy()) for p, v in parts.items()})
+            row["std"] = {p: float(v.std()) for p, v in parts.items()}
             rows.append(row)
             cells = ", ".join(f"{p} {row[p]:.3f}" for p in PARTS)
-            print(f"{run} @ {row['iteration']}: AUPRC {cells}", flush=True)
+            spread = ", ".join(f"{p} {row['std'][p]:.1f}" for p in PARTS)
+            print(f"{run} @ {row['iteration']}: AUPRC {cells}; std over the test set {spread}")
         summary = {p: float(np.mean([r[p] for r in rows])) for p in PARTS}
         out = run / "eval" / "anomaly_parts.json"
         out.parent.mkdir(exist_ok=True)

@@ -14,7 +14,9 @@ from tests.conftest import load_script, tiny_config
 @pytest.mark.filterwarnings("ignore:each stage lasts")
 def test_full_score_matches_eval_and_parts_add_up(tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = tiny_config("prior.kind=adaptive", "prior.stages=2", "data.holdout=1", "train.keep_every=4")
+    cfg = tiny_config(
+        "prior.kind=adaptive", "prior.stages=2", "data.holdout=1", "train.keep_every=4"
+    )
     train(cfg, run)
     script = load_script("anomaly_parts")
     assert script.main([str(run), "--last", "2"]) == 0
