@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from latent_ebm.data import to_float
 from latent_ebm.evaluate import evaluate_run
 from latent_ebm.train import load_run, train
 from tests.conftest import load_script, tiny_config
@@ -33,6 +34,8 @@ def test_full_score_matches_eval_and_parts_add_up(tmp_path, capsys):
     z = torch.randn(7, model.nz)
     images = torch.randint(0, 256, (7, *model.generator(z[:1]).shape[1:]), dtype=torch.uint8)
     terms = script.score_parts(model, images, z, batch_size=3)
-    assert torch.allclose(terms["score"], terms["generator"] + terms["prior"])
-    assert torch.allclose(terms["prior"], terms["gaussian"] + terms["learned"])
+    with torch.no_grad():
+        joint = model.log_joint(to_float(images), z)
+    assert torch.allclose(terms["score"], -joint)  # the score the library ranks by
+    assert torch.allclose(terms["gaussian"], z.pow(2).sum(1) / 2)
     assert not torch.allclose(terms["learned"], torch.zeros(7))  # two trained ratios
