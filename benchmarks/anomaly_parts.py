@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latent_ebm.config import load_config
 from latent_ebm.data import to_float
 from latent_ebm.evaluate import auprc, posterior_samples
 from latent_ebm.model import LatentEBM
-from latent_ebm.train import load_data, load_run, snapshots
+from latent_ebm.train import CONFIG, load_data, load_run, snapshots
 
 PARTS = ("score", "generator", "prior", "gaussian", "learned")
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     for run in a.runs:
-        cfg, _, _ = load_run(run)
+        cfg = load_config(run / CONFIG)
         if cfg.data.holdout is None:
             raise SystemExit(f"error: {run} was trained on every class; pass a --holdout run")
         data = load_data(cfg)
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for path in (snapshots(run) or [run / "checkpoint.pt"])[-a.last :]:
             _, model, state = load_run(run, checkpoint=path)
+            # batch 500 as in evaluate_run: the chain noise depends on the batch index
             z = posterior_samples(model, data.test_x, **post, seed=a.seed, batch_size=500)
             parts = score_parts(model, data.test_x, z)
             row = {"iteration": state["iteration"]}
