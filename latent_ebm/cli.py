@@ -319,7 +319,7 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from latent_ebm.reproduce import reproduce
+    from latent_ebm.experiments import reproduce
 
     # Every option of the reproduce parser is a keyword argument of reproduce.
     options = {k: v for k, v in vars(args).items() if k not in ("command", "experiment", "out")}

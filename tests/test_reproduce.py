@@ -9,9 +9,9 @@ import re
 import pytest
 import torch
 
-from latent_ebm import reproduce as rep
 from latent_ebm.config import config_to_dict, save_config
-from latent_ebm.reproduce import EXPERIMENTS, experiment_runs, reproduce
+from latent_ebm.experiments import EXPERIMENTS, experiment_runs, reproduce
+from latent_ebm.experiments import reproduction as rep
 from latent_ebm.train import load_run, train
 from tests.conftest import run_cli, tiny_config
 
