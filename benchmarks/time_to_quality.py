@@ -7,9 +7,9 @@ The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --
 - ``noise``: the paper's posterior chain, ``train.post_steps`` (30) steps from ``N(0, I)``;
 - ``warm``: each chain starts from the example's memory-bank row (its previous posterior
   sample) and runs ``--warm-steps`` steps (``train.post_init=bank``). It trains for more
-  iterations, as many as the ``noise`` run's operations allow (:func:`latent_ebm.cost.
-  iteration_flops`; rounded to a multiple of ``--points``), so that both runs take about
-  the same wall time;
+  iterations, as many as the ``noise`` run's operations allow
+  (:func:`latent_ebm.experiments.iteration_flops`; rounded to a multiple of ``--points``), so
+  that both runs take about the same wall time;
 - ``bf16``: ``noise`` with ``train.precision=bf16``, the same iterations (the quality check
   of bf16: recon MSE and FID within 5% of ``noise``).
 
@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
-from latent_ebm.cost import iteration_flops
 from latent_ebm.data import dataset_info
 from latent_ebm.evaluate import fid, recon_mse
-from latent_ebm.experiments import SCALES
+from latent_ebm.experiments import SCALES, iteration_flops
 from latent_ebm.features import classifier_features
 from latent_ebm.plots import plot_time_to_quality
 from latent_ebm.train import CHECKPOINT, load_data, load_run, snapshots, train

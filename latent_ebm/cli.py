@@ -236,8 +236,8 @@ def _dry_run(cfg: Config, throughput: str | None) -> None:
     """Print the resolved config and what training it costs, without the data files."""
     import yaml
 
-    from latent_ebm.cost import describe, parse_rate
     from latent_ebm.data import dataset_info
+    from latent_ebm.experiments import describe, parse_rate
 
     try:
         rate = None if throughput is None else parse_rate(throughput)
@@ -331,7 +331,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
-    from latent_ebm.bench import bench, compare_precisions, format_comparison, format_report
+    from latent_ebm.experiments import bench, compare_precisions, format_comparison, format_report
 
     preset = args.preset or "digits"
     cfg = resolve_config(preset, None, args.overrides)

@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from latent_ebm.bench import bench, matmul_peak, outside_kernels
 from latent_ebm.config import num_stages
-from latent_ebm.cost import count_flops, iteration_flops
+from latent_ebm.experiments import bench, count_flops, iteration_flops, matmul_peak, outside_kernels
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import build_model
 from latent_ebm.sampling import sample_latents

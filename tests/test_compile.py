@@ -6,9 +6,9 @@ compiler needed, seconds to compile); inductor is PyTorch's to test."""
 import pytest
 import torch
 
-from latent_ebm.bench import bench
 from latent_ebm.config import validate
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.experiments import bench
 from latent_ebm.train import load_run, train
 from tests.conftest import assert_same_state, checkpoint_state, tiny_config
 

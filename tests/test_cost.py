@@ -5,7 +5,7 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.config import validate
-from latent_ebm.cost import (
+from latent_ebm.experiments import (
     count_flops,
     describe,
     estimate,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from latent_ebm.config import PRESETS, load_preset, validate
-from latent_ebm.cost import estimate
 from latent_ebm.data import dataset_info
+from latent_ebm.experiments import estimate
 from latent_ebm.model import build_model
 from latent_ebm.train import load_run
 from tests.conftest import run_cli

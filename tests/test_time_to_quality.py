@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latent_ebm.cost import iteration_flops
+from latent_ebm.experiments import iteration_flops
 from latent_ebm.train import read_metrics
 from tests.conftest import TINY, load_script
 

@@ -8,8 +8,8 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.config import validate
-from latent_ebm.cost import iteration_flops
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.experiments import iteration_flops
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import build_model
 from latent_ebm.train import train_iteration

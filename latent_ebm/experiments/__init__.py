@@ -1,15 +1,37 @@
-"""Experiments on top of training and evaluation: the paper's tables and their runs.
+"""Experiments on top of training and evaluation: costs, speed and the paper's tables.
 
+- :mod:`~latent_ebm.experiments.cost`: parameter and operation counts of a configuration
+  (``latent-ebm train --dry-run``);
+- :mod:`~latent_ebm.experiments.timing`: the matrix-multiply peak and the timing helpers;
+- :mod:`~latent_ebm.experiments.benchmark`: measured speed against that peak
+  (``latent-ebm bench``);
 - :mod:`~latent_ebm.experiments.tables`: the experiments, their scales and models, and the
   Markdown tables;
 - :mod:`~latent_ebm.experiments.reproduction`: planning, training and evaluating an
   experiment's runs (``latent-ebm reproduce``).
 
-The modules are not named after the functions they hold (``reproduce``), so that
-``latent_ebm.experiments.reproduce`` is always the function and never a module that the
-re-export below would shadow.
+The modules are not named after the functions they hold (``bench``, ``reproduce``): the
+re-export below would rebind the package's attribute, so that ``import
+latent_ebm.experiments.reproduce as m`` gave the function and ``monkeypatch.setattr`` on it
+patched nothing.
 """
 
+from latent_ebm.experiments.benchmark import (
+    bench,
+    compare_precisions,
+    format_comparison,
+    format_report,
+)
+from latent_ebm.experiments.cost import (
+    Estimate,
+    count_flops,
+    describe,
+    estimate,
+    format_count,
+    iteration_flops,
+    parse_rate,
+    synthetic_batch,
+)
 from latent_ebm.experiments.reproduction import (
     PlannedRun,
     Reproduction,
@@ -24,16 +46,32 @@ from latent_ebm.experiments.tables import (
     format_cell,
     markdown_table,
 )
+from latent_ebm.experiments.timing import KERNEL_OPS, matmul_peak, outside_kernels
 
 __all__ = [
     "EXPERIMENTS",
+    "KERNEL_OPS",
     "SCALES",
+    "Estimate",
     "Experiment",
     "ModelSpec",
     "PlannedRun",
     "Reproduction",
+    "bench",
+    "compare_precisions",
+    "count_flops",
+    "describe",
+    "estimate",
     "experiment_runs",
     "format_cell",
+    "format_comparison",
+    "format_count",
+    "format_report",
+    "iteration_flops",
     "markdown_table",
+    "matmul_peak",
+    "outside_kernels",
+    "parse_rate",
     "reproduce",
+    "synthetic_batch",
 ]

@@ -16,184 +16,49 @@ batch:
 - **sampling**: the test-time prior chain of ``sample.steps`` steps and the decoding
   (:func:`latent_ebm.sampling.sample_latents`, then ``decode``), per image.
 
-Operations are those of :func:`latent_ebm.cost.count_flops` (PyTorch's flop formulas) on the
-very call that is timed, run once under the counter as the first warm-up (eagerly, with
-``train.compile``, so that the counter sees PyTorch's operators; at least one more
-warm-up call then compiles, untimed). A part's rate is its
-operations over its median time; its fraction of peak divides that by the peak of its own
-precision: the chain and the iteration run in ``train.precision``, sampling in float32 as
-:mod:`latent_ebm.sampling` always does.
+Operations are those of :func:`latent_ebm.experiments.cost.count_flops` (PyTorch's flop
+formulas) on the very call that is timed, run once under the counter as the first warm-up
+(eagerly, with ``train.compile``, so that the counter sees PyTorch's operators; at least one
+more warm-up call then compiles, untimed). A part's rate is its operations over its median
+time; its fraction of peak divides that by the peak of its own precision: the chain and the
+iteration run in ``train.precision``, sampling in float32 as :mod:`latent_ebm.sampling` always
+does. The peak and the timing helpers are in :mod:`latent_ebm.experiments.timing`.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import math
-import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import flop_registry
 
 from latent_ebm import rng
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
-from latent_ebm.cost import count_flops, format_count, synthetic_batch
 from latent_ebm.data import dataset_info
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.precision import DTYPES, autocast
+from latent_ebm.experiments.cost import format_count, synthetic_batch
+from latent_ebm.experiments.timing import (
+    device_name,
+    matmul_peak,
+    outside_kernels,
+    per_step,
+    sync,
+    time_part,
+)
+from latent_ebm.precision import autocast
 from latent_ebm.sampling import sample_latents
 from latent_ebm.train import resolve_device, train_iteration
 
 __all__ = [
-    "KERNEL_OPS",
     "bench",
     "compare_precisions",
     "format_comparison",
     "format_report",
-    "matmul_peak",
-    "outside_kernels",
 ]
-
-# The operators whose operations cost.count_flops counts: the "kernels" of the profile.
-KERNEL_OPS = frozenset(
-    name for op in flop_registry if (name := getattr(op, "_qualified_op_name", None)) is not None
-)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _times(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def matmul_peak(
-    precision: str,
-    device: torch.device | str = "cpu",
-    seconds: float = 0.5,
-    repeats: int = 5,
-    max_n: int = 16384,
-) -> dict[str, Any]:
-    """The best matrix-multiply rate of ``device`` in ``precision``'s dtype.
-
-    The size ``n`` doubles from 256 until one ``(n, n) @ (n, n)`` product takes a tenth of
-    ``seconds`` (or ``n`` reaches ``max_n``); each repeat then runs ``k`` products back to back,
-    ``k`` chosen so that it lasts about ``seconds``. Rate: ``k * 2 n^3 / t``, best of
-    ``repeats``.
-
-    Returns:
-        ``{"precision", "n", "products" (k), "seconds" (best repeat), "flops_per_s"}``.
-    """
-    device, dtype = torch.device(device), DTYPES[precision]
-    g = torch.Generator(device=device).manual_seed(0)
-    n = 256
-    while True:
-        a = torch.randn(n, n, generator=g, device=device).to(dtype)
-        b = torch.randn(n, n, generator=g, device=device).to(dtype)
-        (t,) = _times(functools.partial(torch.mm, a, b), device, 1, 1)
-        if t >= seconds / 10 or n >= max_n:
-            break
-        n = min(2 * n, max_n)
-    k = max(1, round(seconds / t))
-
-    def products() -> None:
-        for _ in range(k):
-            torch.mm(a, b)
-
-    best = min(_times(products, device, repeats, 0))
-    flops = k * 2 * n**3
-    return {
-        "precision": precision,
-        "n": n,
-        "products": k,
-        "seconds": best,
-        "flops_per_s": flops / best,
-    }
-
-
-def outside_kernels(events: Iterable[Any], wall: float, device: torch.device) -> dict[str, float]:
-    """Share of ``wall`` seconds spent outside the :data:`KERNEL_OPS` operators.
-
-    ``events``: a profile's ``FunctionEvent``s. Kernel time sums, over the outermost kernel
-    operators (an ``aten::_convolution`` inside an ``aten::convolution`` counts once), their
-    total CPU time, or on CUDA the device time of the kernels they launched.
-    """
-    kernel_us = 0.0
-    for e in events:
-        if e.name not in KERNEL_OPS:
-            continue
-        parent, nested = e.cpu_parent, False
-        while parent is not None and not nested:
-            nested, parent = parent.name in KERNEL_OPS, parent.cpu_parent
-        if not nested:
-            kernel_us += e.device_time_total if device.type == "cuda" else e.cpu_time_total
-    kernel = kernel_us * 1e-6
-    return {"share": 1.0 - kernel / wall, "kernel_s": kernel, "wall_s": wall}
-
-
-def _part(
-    fn: Callable[[], Any],
-    device: torch.device,
-    images: int,
-    precision: str,
-    repeats: int,
-    warmup: int,
-) -> dict[str, Any]:
-    """Operations (counted on the first warm-up call, run eagerly) and times of ``fn``."""
-    with torch.compiler.set_stance("force_eager"):  # the counter sees every operator
-        flops = count_flops(fn)
-    times = _times(fn, device, repeats, warmup)
-    seconds = statistics.median(times)
-    return {
-        "precision": precision,
-        "images": images,
-        "flops": flops,
-        "seconds": seconds,
-        "times": times,
-        "images_per_s": images / seconds,
-        "flops_per_s": flops / seconds,
-    }
-
-
-def _per_step(part: dict[str, Any], steps: int) -> dict[str, Any]:
-    """A chain's part as one of its ``steps`` identical steps (``chain_seconds``: the whole)."""
-    per = dict(part, steps=steps, chain_seconds=part["seconds"], chain_flops=part["flops"])
-    per["flops"] = part["flops"] // steps
-    per["seconds"] = part["seconds"] / steps
-    per["times"] = [t / steps for t in part["times"]]
-    per["images_per_s"] = part["images"] / per["seconds"]
-    per["flops_per_s"] = per["flops"] / per["seconds"]
-    return per
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench(
@@ -295,8 +160,8 @@ def _bench(
 
     # Time the chain step and the iteration; profile one more iteration.
     parts = {
-        "chain_step": _per_step(_part(chain, device, batch, precision, repeats, warmup), steps),
-        "iteration": _part(iteration, device, batch, precision, repeats, warmup),
+        "chain_step": per_step(time_part(chain, device, batch, precision, repeats, warmup), steps),
+        "iteration": time_part(iteration, device, batch, precision, repeats, warmup),
     }
     if profile:
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -305,7 +170,7 @@ def _bench(
         with torch.profiler.profile(activities=activities) as prof:
             t0 = time.perf_counter()
             iteration()
-            _sync(device)
+            sync(device)
             wall = time.perf_counter() - t0
         parts["iteration"]["outside_kernels"] = outside_kernels(prof.events(), wall, device)
 
@@ -319,14 +184,14 @@ def _bench(
         )
         return model.decode(z, batch_size=batch)
 
-    parts["sampling"] = _part(sample, device, batch, "fp32", repeats, warmup)
+    parts["sampling"] = time_part(sample, device, batch, "fp32", repeats, warmup)
     parts["sampling"]["seconds_per_image"] = parts["sampling"]["seconds"] / batch
     for part in parts.values():
         part["fraction_of_peak"] = part["flops_per_s"] / peak[part["precision"]]["flops_per_s"]
     return {
         "precision": precision,
         "device": str(device),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "batch_size": batch,

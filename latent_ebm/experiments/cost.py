@@ -33,6 +33,7 @@ from latent_ebm.train import train_iteration
 __all__ = [
     "Estimate",
     "count_flops",
+    "describe",
     "estimate",
     "format_count",
     "iteration_flops",
