@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from latent_ebm.classifier import classifier_features
 from latent_ebm.evaluate import fid
-from latent_ebm.features import classifier_features
 from latent_ebm.memory import MemoryBank
 from latent_ebm.train import load_data, load_run
 

@@ -34,11 +34,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from latent_ebm.classifier import classifier_features
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
 from latent_ebm.data import dataset_info
 from latent_ebm.evaluate import fid, recon_mse
 from latent_ebm.experiments import SCALES, iteration_flops
-from latent_ebm.features import classifier_features
 from latent_ebm.plots import plot_time_to_quality
 from latent_ebm.train import CHECKPOINT, load_data, load_run, snapshots, train
 

@@ -200,7 +200,8 @@ def evaluate_run(
             value=value, split="test", n=len(data.test_x), settings={**post, "seed": seed}
         )
     elif metric == "fid":
-        from latent_ebm.features import classifier_features, inception_features
+        from latent_ebm.classifier import classifier_features
+        from latent_ebm.features import inception_features
 
         if features == "classifier":
             extractor = classifier_features(data, device=dev, progress=progress)

@@ -1,5 +1,5 @@
-"""File helpers: atomic writes (a crash or a full disk never leaves a half-written file in
-place) and the folder of the library's caches."""
+"""File helpers: atomic writes, so a crash or a full disk never leaves a half-written file in
+place (the cache folder and its policy: :mod:`latent_ebm.data.cache`)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["CACHE_ENV_VAR", "cache_dir", "save_atomic", "write_atomic"]
-
-CACHE_ENV_VAR = "LATENT_EBM_CACHE"
-
-
-def cache_dir(default: str) -> Path:
-    """The folder of a cache: ``$LATENT_EBM_CACHE`` when set, else ``~/.cache/latent-ebm/<default>``
-    (e.g. ``classifiers``, or a data set's name). Not created here: :func:`write_atomic` does.
-    """
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "latent-ebm" / default
+__all__ = ["save_atomic", "write_atomic"]
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

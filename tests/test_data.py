@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ebm import data, formats
+from latent_ebm import data
+from latent_ebm.data import formats, sources
 from latent_ebm.errors import LatentEBMError
 from tests.formats import idx_bytes, write_file
 
@@ -151,13 +153,13 @@ def served(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     def fake_urlopen(url: str, timeout: float) -> io.BytesIO:
         requested.append(url)
         assert timeout <= 10
-        if url.startswith(data._MNIST_URLS[0]):
+        if url.startswith(sources._MNIST_URLS[0]):
             raise urllib.error.URLError("offline")
         return io.BytesIO(blobs[url.rsplit("/", 1)[1]])
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     md5 = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
-    monkeypatch.setattr(data, "_MNIST_MD5", md5)
+    monkeypatch.setattr(sources, "_MNIST_MD5", md5)
     return {"arrays": arrays, "requested": requested}
 
 
@@ -175,7 +177,7 @@ def test_mnist_download_ok(tmp_path: pathlib.Path, served: dict) -> None:
 def test_mnist_download_checksum_mismatch(
     tmp_path: pathlib.Path, served: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(data._MNIST_MD5, TRAIN_IMAGES, "0" * 32)
+    monkeypatch.setitem(sources._MNIST_MD5, TRAIN_IMAGES, "0" * 32)
     dest = tmp_path / "cache"
     with pytest.raises(LatentEBMError, match="MD5 checksum") as info:
         data.load_dataset("mnist", dest)
@@ -245,7 +247,7 @@ def test_to_float_exact() -> None:
 def test_unknown_name() -> None:
     with pytest.raises(LatentEBMError, match="digits, mnist, fashion-mnist"):
         data.load_dataset("cifar100")
-    assert data.DATASETS == (
+    assert tuple(data.DATASETS) == (
         "digits",
         "mnist",
         "fashion-mnist",
@@ -259,7 +261,8 @@ def test_unknown_name() -> None:
 
 def test_resolve_data_dir_order(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "system"
-    monkeypatch.setitem(data._SYSTEM_DIRS, "fashion-mnist", system)
+    spec = dataclasses.replace(data.DATASETS["fashion-mnist"], system_dir=system)
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", spec)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     cache = tmp_path / "home" / ".cache" / "latent-ebm"

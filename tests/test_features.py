@@ -13,11 +13,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from latent_ebm import features
+from latent_ebm import classifier
+from latent_ebm.classifier import classifier_features
 from latent_ebm.data import load_dataset, to_float
+from latent_ebm.data.cache import CACHE_ENV_VAR
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.features import (
-    classifier_features,
     extract,
     frechet_distance,
     gaussian_stats,
@@ -136,15 +137,15 @@ def digits_classifier(tmp_path_factory: pytest.TempPathFactory):
 def fast_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Train for 5 steps only and record each training run's data set name."""
     calls: list[str] = []
-    train = features._train
+    train = classifier._train
 
     def counted(dataset, **kwargs):
         calls.append(dataset.name)
         return train(dataset, **kwargs)
 
-    monkeypatch.setattr(features, "_MIN_STEPS", 5)
-    monkeypatch.setattr(features, "_EPOCHS", 0)
-    monkeypatch.setattr(features, "_train", counted)
+    monkeypatch.setattr(classifier, "_MIN_STEPS", 5)
+    monkeypatch.setattr(classifier, "_EPOCHS", 0)
+    monkeypatch.setattr(classifier, "_train", counted)
     return calls
 
 
@@ -172,7 +173,7 @@ def test_classifier_cache_is_reused(digits_classifier, monkeypatch: pytest.Monke
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier should have been loaded")
 
-    monkeypatch.setattr(features, "_train", no_training)
+    monkeypatch.setattr(classifier, "_train", no_training)
     again = classifier_features(ds, cache)
     assert again.test_accuracy == extractor.test_accuracy
     torch.testing.assert_close(again(ds.test_x[:50]), extractor(ds.test_x[:50]), rtol=0, atol=0)
@@ -181,7 +182,7 @@ def test_classifier_cache_is_reused(digits_classifier, monkeypatch: pytest.Monke
 def test_classifier_default_cache_dir(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, fast_training: list[str]
 ) -> None:
-    monkeypatch.setenv(features.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
     classifier_features(load_dataset("digits"))
     assert (tmp_path / "classifier-digits.pt").is_file() and fast_training == ["digits"]
 
@@ -199,7 +200,7 @@ def test_classifier_retrains_on_other_data(
     assert fast_training == ["digits"]
     classifier_features(other, tmp_path)  # the new cache now matches
     assert fast_training == ["digits"]
-    assert retrained.describe()["train_fingerprint"] != features._fingerprint(ds)
+    assert retrained.describe()["train_fingerprint"] != classifier._fingerprint(ds)
 
 
 @pytest.mark.parametrize("payload", [b"", b"not a torch file", b"PK\x03\x04truncated"])
@@ -223,17 +224,17 @@ def test_classifier_unwritable_cache_warns(tmp_path: pathlib.Path, fast_training
 
 
 def test_classifier_training_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "_MIN_STEPS", 5)
-    monkeypatch.setattr(features, "_EPOCHS", 0)
+    monkeypatch.setattr(classifier, "_MIN_STEPS", 5)
+    monkeypatch.setattr(classifier, "_EPOCHS", 0)
     ds = load_dataset("digits")
     (a, acc_a), (b, acc_b) = (
-        features._train(ds, device="cpu", progress=False, seed=3) for _ in "ab"
+        classifier._train(ds, device="cpu", progress=False, seed=3) for _ in "ab"
     )
     assert acc_a == acc_b
     for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=key)
     state = torch.get_rng_state()
-    features._train(ds, device="cpu", progress=False, seed=3)
+    classifier._train(ds, device="cpu", progress=False, seed=3)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
 
 
@@ -245,7 +246,7 @@ def test_classifier_refuses_other_image_shape(digits_classifier) -> None:
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (3, 64, 64), (1, 28, 28)])
 def test_classifier_adapts_to_image_size(shape: tuple[int, int, int]) -> None:
-    net = features._Classifier(shape[0], shape[1], num_classes=10)
+    net = classifier._Classifier(shape[0], shape[1], num_classes=10)
     x = torch.zeros(2, *shape)
     assert net(x).shape == (2, 10) and net.features(x).shape == (2, 128)
 

@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from latent_ebm import data, formats
+from latent_ebm import data
+from latent_ebm.data import download, formats, sources
+from latent_ebm.data.cache import CACHE_ENV_VAR
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.files import CACHE_ENV_VAR
 from tests.formats import (
     CELEBA_SHAPE,
     cifar10_tar,
@@ -104,8 +105,8 @@ def test_svhn_download(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) 
     for name in ("train_32x32.mat", "test_32x32.mat"):
         path = tmp_path / "server" / name
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        official = data._Official(path.as_uri(), md5, path.stat().st_size)
-        monkeypatch.setitem(data._OFFICIAL, name, official)
+        official = download.Official(path.as_uri(), md5, path.stat().st_size)
+        monkeypatch.setitem(download.OFFICIAL, name, official)
     ds = data.load_dataset("svhn", tmp_path / "data")
     assert_dataset(ds, expected)
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
@@ -117,7 +118,7 @@ def test_download_checksum_mismatch(tmp_path: pathlib.Path) -> None:
     source.write_bytes(b"some bytes")
     dest = tmp_path / "data" / "cifar-10-python.tar.gz"
     with pytest.raises(LatentEBMError, match="MD5 checksum") as info:
-        data.download([source.as_uri()], dest, "0" * 32, 170_498_071)
+        download.download([source.as_uri()], dest, "0" * 32, 170_498_071)
     message = one_line_error(info)
     assert "cifar-10-python.tar.gz (170,498,071 bytes, 170 MB)" in message
     assert source.as_uri() in message and str(dest.parent) in message
@@ -128,9 +129,9 @@ def test_official_size_wrong_md5(tmp_path: pathlib.Path, monkeypatch: pytest.Mon
     """A file of the official size whose bytes differ from the official MD5 is reported."""
     write_svhn(tmp_path)
     path = tmp_path / "train_32x32.mat"
-    spec = data._OFFICIAL[path.name]
-    fake = data._Official(spec.url, spec.md5, path.stat().st_size)  # as if full-size
-    monkeypatch.setitem(data._OFFICIAL, path.name, fake)
+    spec = download.OFFICIAL[path.name]
+    fake = download.Official(spec.url, spec.md5, path.stat().st_size)  # as if full-size
+    monkeypatch.setitem(download.OFFICIAL, path.name, fake)
     with pytest.raises(LatentEBMError, match="MD5 checksum") as info:
         data.load_dataset("svhn", tmp_path, download=False)
     assert "train_32x32.mat" in one_line_error(info) and spec.md5 in str(info.value)
@@ -239,7 +240,7 @@ def reference(path: pathlib.Path, size: int) -> np.ndarray:
 
 
 def test_celeba_folder(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_CELEBA_TRAIN", 4)  # stands for the paper's 40,000
+    monkeypatch.setattr(sources, "CELEBA_TRAIN", 4)  # stands for the paper's 40,000
     written = write_celeba(tmp_path, n=10)  # partitions: 6 train, 2 valid, 2 test
     ds = data.load_dataset("celeba", tmp_path, size=16)
     assert ds.train_x.shape == (4, 3, 16, 16) and ds.test_x.shape == (2, 3, 16, 16)
@@ -279,7 +280,7 @@ def test_celeba_default_size(tmp_path: pathlib.Path) -> None:
 
 def test_celeba_without_partition(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sorted files: the last 10% (at least one) test, the first of the rest train."""
-    monkeypatch.setattr(data, "_CELEBA_TRAIN", 6)
+    monkeypatch.setattr(sources, "CELEBA_TRAIN", 6)
     written = write_celeba(tmp_path, n=20, partition=False)
     with pytest.warns(UserWarning, match=r"list_eval_partition\.txt not found"):
         ds = data.load_dataset("celeba", tmp_path, size=8)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from latent_ebm.classifier import classifier_features
 from latent_ebm.evaluate import fid
-from latent_ebm.features import classifier_features
 from latent_ebm.train import load_run, train
 from tests.conftest import load_script, tiny_config
 

@@ -1,20 +1,16 @@
-"""Readers of the data sets' published file formats.
+"""Readers of the data sets' published binary formats (image files: :mod:`.images`).
 
 Readers return numpy arrays: images ``uint8`` ``(N, C, H, W)``, labels ``int64`` ``(N,)``. A
 missing, truncated, corrupt or malicious file is a one-line :class:`LatentEBMError`, never a
-traceback from numpy, scipy, pickle or Pillow.
+traceback from numpy, scipy or pickle.
 
 - :func:`read_idx`: IDX ``*-ubyte[.gz]`` (MNIST, Fashion-MNIST).
 - :func:`read_svhn_mat`: SVHN's cropped digits ``train_32x32.mat`` / ``test_32x32.mat``.
 - :func:`read_cifar10_tar`: ``cifar-10-python.tar.gz``, read in place with a restricted unpickler.
-- :func:`list_images`, :func:`read_images`: image files in a folder or a ``.zip`` (CelebA,
-  CelebA-HQ, any image folder), centre-cropped to the largest square and resized.
-- :func:`read_celeba_partition`, :func:`scan_image_folder`: which files form which split.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
@@ -22,29 +18,15 @@ import pathlib
 import pickle
 import struct
 import tarfile
-import zipfile
 import zlib
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from latent_ebm.errors import LatentEBMError, one_line
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "REDOWNLOAD",
-    "image_file_stats",
-    "list_images",
-    "read_celeba_partition",
-    "read_cifar10_tar",
-    "read_idx",
-    "read_images",
-    "read_svhn_mat",
-    "scan_image_folder",
-]
+__all__ = ["REDOWNLOAD", "read_cifar10_tar", "read_idx", "read_svhn_mat"]
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")  # matched case-insensitively
 REDOWNLOAD = "delete it and download it again"  # the remedy of a damaged official file
 
 
@@ -254,190 +236,3 @@ def read_cifar10_tar(
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return (train_x, train_y), batches[f"{_CIFAR_DIR}/{_CIFAR_TEST}"]
-
-
-# Image files: folders and zip archives.
-
-
-def _is_image(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return not base.startswith(".") and base.lower().endswith(IMAGE_SUFFIXES)
-
-
-def image_file_stats(folder: pathlib.Path) -> list[tuple[str, int, int]]:
-    """``(relative posix name, bytes, mtime_ns)`` of every image file under ``folder``, sorted;
-    hidden files and folders (names starting with ``.``) are skipped."""
-    found, stack = [], [folder]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    stack.append(pathlib.Path(entry.path))
-                elif _is_image(entry.name) and entry.is_file():
-                    stat = entry.stat()
-                    name = pathlib.Path(entry.path).relative_to(folder).as_posix()
-                    found.append((name, stat.st_size, stat.st_mtime_ns))
-    return sorted(found)
-
-
-def list_images(source: str | os.PathLike) -> list[str]:
-    """The image files (:data:`IMAGE_SUFFIXES`) under a folder (recursive) or in a ``.zip``.
-
-    Returns:
-        Sorted names relative to the folder (posix separators), or member names of the archive.
-
-    Raises:
-        LatentEBMError: unreadable folder, or a damaged zip file.
-    """
-    source = pathlib.Path(source)
-    if source.is_dir():
-        try:
-            return [name for name, _, _ in image_file_stats(source)]
-        except OSError as exc:
-            raise LatentEBMError(f"could not list {source} ({one_line(exc)})") from None
-    with _open_zip(source) as archive:
-        return sorted(
-            info.filename
-            for info in archive.infolist()
-            if not info.is_dir()
-            and not info.filename.startswith("__MACOSX/")
-            and _is_image(info.filename)
-        )
-
-
-def _open_zip(path: pathlib.Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise LatentEBMError(
-            f"{path} is not a valid zip file or is truncated ({one_line(exc)}); {REDOWNLOAD}"
-        ) from None
-
-
-def _decode(raw: io.BytesIO | pathlib.Path, size: int) -> np.ndarray:
-    """One image -> ``uint8`` ``(3, size, size)``: RGB, largest central square, resized."""
-    from PIL import Image  # deferred: only the image loaders need Pillow
-
-    with Image.open(raw) as img:
-        rgb = img.convert("RGB")
-    width, height = rgb.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = rgb.crop((left, top, left + side, top + side))
-    if side != size:  # Pillow's bicubic filter widens with the scale factor: antialiased
-        square = square.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(square).transpose(2, 0, 1)
-
-
-def read_images(
-    source: str | os.PathLike, names: Sequence[str], size: int, *, keep_gray: bool = False
-) -> np.ndarray:
-    """Decode image files, centre-crop each to its largest central square, resize to ``size``.
-
-    Arguments:
-        source: a folder, or a ``.zip`` archive.
-        names: files relative to the folder, or member names of the archive.
-        size: output side in pixels (Pillow's bicubic filter, antialiased when shrinking).
-        keep_gray: return one channel when every image is grayscale (its three channels equal
-            after conversion to RGB); else always RGB.
-
-    Returns:
-        ``uint8`` ``(len(names), C, size, size)``, ``C`` 3 (or 1, see ``keep_gray``).
-
-    Raises:
-        LatentEBMError: a missing, truncated or undecodable file, naming it.
-    """
-    source = pathlib.Path(source)
-    out = np.empty((len(names), 3, size, size), dtype=np.uint8)
-    gray = keep_gray
-    with contextlib.ExitStack() as stack:
-        archive = None if source.is_dir() else stack.enter_context(_open_zip(source))
-        for i, name in enumerate(names):
-            where = f"{source / name}" if archive is None else f"{name} in {source}"
-            try:
-                raw = source / name if archive is None else io.BytesIO(archive.read(name))
-                out[i] = _decode(raw, size)
-            except Exception as exc:  # Pillow and zipfile raise many types for a damaged file
-                what = "it" if archive is None else "the archive"
-                raise LatentEBMError(
-                    f"{where} is missing, truncated or not an image ({one_line(exc)}); "
-                    f"replace {what} or delete it"
-                ) from None
-            gray = gray and bool((out[i, 0] == out[i, 1]).all() and (out[i, 1] == out[i, 2]).all())
-    return np.ascontiguousarray(out[:, :1]) if gray and len(names) else out
-
-
-def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
-    """Read CelebA's ``list_eval_partition.txt``: lines ``000001.jpg 0`` (0 train, 1 valid, 2 test).
-
-    Returns:
-        File name -> partition.
-
-    Raises:
-        LatentEBMError: unreadable file or a malformed line (naming its number).
-    """
-    path = pathlib.Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LatentEBMError(f"could not read {path} ({one_line(exc)}); {REDOWNLOAD}") from None
-    partition = {}
-    for number, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-            raise LatentEBMError(
-                f"{path} line {number} is not '<file> <0|1|2>' (it reads {line.strip()[:40]!r}); "
-                f"{REDOWNLOAD}"
-            )
-        partition[fields[0]] = int(fields[1])
-    return partition
-
-
-def scan_image_folder(
-    root: str | os.PathLike,
-) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    """Split an image folder into train and test files and label them.
-
-    Splits: ``root/train`` and ``root/test`` when both exist; else every image under ``root``,
-    sorted, shuffled by ``numpy.random.default_rng(0)``, the first 90% (``int(0.9 N)``) train
-    and the rest test. Labels: when no image sits directly in the split's folder, each image's
-    class is its first-level subfolder (``<split>/<class>/...``), numbered in the sorted order of
-    all class names; else every label is 0.
-
-    Returns:
-        ``(train_files, train_labels, test_files, test_labels)``: names relative to ``root``,
-        labels ``int64`` ``(N,)``.
-
-    Raises:
-        LatentEBMError: unreadable folder, or fewer than one image in a split.
-    """
-    root = pathlib.Path(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        splits = [[f"{s}/{n}" for n in list_images(root / s)] for s in ("train", "test")]
-        inner = [[n.split("/", 1)[1] for n in files] for files in splits]
-    else:
-        files = list_images(root)
-        if len(files) < 2:
-            raise LatentEBMError(
-                f"{root} holds {len(files)} image file(s) ({', '.join(IMAGE_SUFFIXES)}); "
-                f"put at least 2 images in it (or train/ and test/ subfolders)"
-            )
-        order = np.random.default_rng(0).permutation(len(files))
-        n_train = int(0.9 * len(files))
-        splits = [[files[i] for i in order[:n_train]], [files[i] for i in order[n_train:]]]
-        inner = splits
-    for split, files in zip(("train", "test"), splits, strict=True):
-        if not files:
-            raise LatentEBMError(f"{root / split} holds no image files; put images in it")
-    by_class = all("/" in name for names in inner for name in names)
-    classes = sorted({name.split("/", 1)[0] for names in inner for name in names})
-    index = {c: i for i, c in enumerate(classes)}
-    labels = [
-        np.array([index[n.split("/", 1)[0]] if by_class else 0 for n in names], dtype=np.int64)
-        for names in inner
-    ]
-    return splits[0], labels[0], splits[1], labels[1]

@@ -1,0 +1,257 @@
+"""The offline FID features: a small classifier trained on the data set, cached per data set.
+
+Where no Inception weights are at hand, FID (:mod:`latent_ebm.features`) can use the
+penultimate layer (128-d, after the ReLU) of a CNN trained on the data set's training split
+(labels). Training is deterministic on one machine (seeded, the global RNG untouched) and the
+trained weights are cached (:func:`classifier_features`), so every run of a data set is scored
+by the same network. FIDs from these features compare only between runs that used the same
+classifier: every report records it (:meth:`ClassifierFeatures.describe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from latent_ebm.data import Dataset, cache, to_float
+from latent_ebm.errors import LatentEBMError, one_line
+from latent_ebm.features import FeatureExtractor
+
+__all__ = ["ClassifierFeatures", "classifier_features"]
+
+_CACHE_VERSION = 1  # bump when the classifier or its training changes: old caches are retrained
+_WIDTHS = (24, 48, 96)  # channels of the conv blocks
+_DIM = 128  # feature dimension (the penultimate layer)
+_POOL = 4  # adaptive average pooling to a 4x4 grid before the feature layer
+_BATCH = 128
+_EPOCHS = 3  # at least this many passes over the data ...
+_MIN_STEPS = 200  # ... and at least this many steps (digits: ~18 epochs)
+_LR = 2e-3  # Adam, cosine-decayed to 0
+
+
+class _Classifier(nn.Module):
+    """Conv blocks (3x3 conv, BatchNorm, ReLU; 2x2 max pool while the map is >= 8 pixels), then
+    adaptive average pooling to 4x4, so any image size works: 8x8 digits pool once, 28x28 twice,
+    32x32 three times, 64x64 three times and then average. ``features``: ``(B, C, H, W)`` ->
+    ``(B, 128)``; ``forward``: logits ``(B, num_classes)``."""
+
+    def __init__(self, channels: int, size: int, num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = channels
+        for width in _WIDTHS:
+            layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
+            layers.append(nn.ReLU())
+            if size >= 8:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            c_in = width
+        layers += [nn.AdaptiveAvgPool2d(_POOL), nn.Flatten()]
+        layers += [nn.Linear(c_in * _POOL * _POOL, _DIM), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(_DIM, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class ClassifierFeatures(FeatureExtractor):
+    """Penultimate-layer features (128-d) of a classifier trained on one data set's train split.
+
+    Attributes:
+        info: what :meth:`describe` adds to ``name`` and ``dim``: ``dataset``, ``image_shape``
+            ``[C, H, W]`` (other shapes are refused), ``test_accuracy`` (on the test split),
+            ``train_fingerprint`` and ``weights`` (the cache file; ``None`` if not written).
+    """
+
+    name = "classifier"
+    dim = _DIM
+
+    def __init__(self, net: nn.Module, info: dict[str, Any], device: str | torch.device) -> None:
+        super().__init__(net, device)
+        self.info = info
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.info["test_accuracy"]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if list(x.shape[1:]) != self.info["image_shape"]:
+            raise LatentEBMError(
+                f"the {self.info['dataset']} classifier takes images of shape "
+                f"{tuple(self.info['image_shape'])}, got {tuple(x.shape[1:])}; use the "
+                f"classifier of the data set the images come from"
+            )
+        return self.net.features(x)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, **self.info}
+
+
+def classifier_features(
+    dataset: Dataset,
+    cache_dir: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    seed: int = 0,
+) -> ClassifierFeatures:
+    """The offline FID features of ``dataset``: load its cached classifier or train one.
+
+    The cache file ``<cache_dir>/classifier-<dataset.name>[-holdout<C>].pt`` holds the state
+    dict, the test accuracy, the image shape, the seed and a fingerprint of the training data
+    (SHA-1 of the images and labels). It follows the library's cache policy
+    (:func:`latent_ebm.data.cache.load_or_build`): a cache whose fingerprint, seed or format
+    differs is retrained and overwritten, an unreadable one is retrained with a warning, and the
+    file is written atomically.
+    Measured on a 2-core CPU: digits 99.4% test accuracy in ~4 s, Fashion-MNIST 91.4% in ~85 s.
+
+    Arguments:
+        dataset: the data set; its train split trains the classifier, its test split scores it.
+        cache_dir: folder of cached classifiers; default
+            :func:`latent_ebm.data.cache.cache_dir` ``("classifiers")``: ``$LATENT_EBM_CACHE``,
+            else ``~/.cache/latent-ebm/classifiers``.
+        device: where to train and run the classifier.
+        progress: show a tqdm bar while training.
+        seed: seeds initialisation and batch order (training is deterministic on one machine).
+    """
+    if cache_dir is None:
+        cache_dir = cache.cache_dir("classifiers")
+    split = "" if dataset.holdout is None else f"-holdout{dataset.holdout}"
+    path = Path(cache_dir).expanduser() / f"classifier-{dataset.name}{split}.pt"
+    shape = dataset.shape
+    fingerprint = _fingerprint(dataset)
+
+    def read(file: Path) -> tuple[_Classifier, float] | None:
+        blob = _read_blob(file, fingerprint, seed)
+        if blob is None:
+            return None
+        net = _build(dataset, seed)
+        try:
+            net.load_state_dict(blob["state_dict"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            warnings.warn(
+                f"{file} does not fit the classifier ({one_line(exc)}); retraining", stacklevel=4
+            )
+            return None
+        return net, float(blob["test_accuracy"])
+
+    def train() -> tuple[_Classifier, float]:
+        return _train(dataset, device=device, progress=progress, seed=seed)
+
+    def write(trained: tuple[_Classifier, float], f: IO[bytes]) -> None:
+        net, accuracy = trained
+        blob = {
+            "version": _CACHE_VERSION,
+            "fingerprint": fingerprint,
+            "seed": seed,
+            "dataset": dataset.name,
+            "image_shape": list(shape),
+            "num_classes": dataset.num_classes,
+            "test_accuracy": accuracy,
+            "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+        }
+        torch.save(blob, f)
+
+    (net, accuracy), written = cache.load_or_build(
+        path, read, train, write, what=f"the {dataset.name} classifier"
+    )
+    info = {
+        "dataset": dataset.name,
+        "image_shape": list(shape),
+        "test_accuracy": float(accuracy),
+        "train_fingerprint": fingerprint,
+        "weights": None if written is None else str(path),
+    }
+    return ClassifierFeatures(net, info, device)
+
+
+def _train(
+    dataset: Dataset, *, device: str | torch.device, progress: bool, seed: int
+) -> tuple[_Classifier, float]:
+    """Train a classifier on the train split; return it (eval mode) and its test accuracy.
+
+    Adam with a cosine-decayed learning rate, batches of 128, ``max(3 epochs, 200 steps)``,
+    no augmentation. Initialisation and batch order come from ``seed`` alone (the global RNG is
+    left untouched).
+    """
+    net = _build(dataset, seed).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(dataset.train_x)
+    steps = max(_MIN_STEPS, math.ceil(_EPOCHS * n / _BATCH))
+    opt = torch.optim.Adam(net.parameters(), lr=_LR)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    net.train()
+    for _ in tqdm(range(steps), desc=f"classifier ({dataset.name})", disable=not progress):
+        if pos + _BATCH > n:  # a new epoch; the incomplete tail batch is skipped
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + _BATCH]
+        pos += _BATCH
+        x = to_float(dataset.train_x[idx]).to(device)
+        loss = F.cross_entropy(net(x), dataset.train_y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    return net, _accuracy(net, dataset.test_x, dataset.test_y, device)
+
+
+def _build(dataset: Dataset, seed: int) -> _Classifier:
+    """A freshly initialised classifier for ``dataset``, seeded without touching the global RNG."""
+    c, h, w = dataset.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _Classifier(c, min(h, w), dataset.num_classes)
+
+
+def _accuracy(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str | torch.device
+) -> float:
+    """Fraction of ``images`` (``uint8`` ``(N, C, H, W)``) that ``net`` classifies correctly."""
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(images), 1000):
+            logits = net(to_float(images[i : i + 1000]).to(device))
+            correct += int((logits.argmax(1).cpu() == labels[i : i + 1000]).sum())
+    return correct / max(len(images), 1)
+
+
+def _fingerprint(dataset: Dataset) -> str:
+    """SHA-1 of the training images and labels (with their shapes)."""
+    digest = hashlib.sha1()
+    for t in (dataset.train_x, dataset.train_y):
+        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_blob(path: Path, fingerprint: str, seed: int) -> dict[str, Any] | None:
+    """The cached blob when it matches; ``None`` (with a warning unless it is merely an older
+    format) when it does not. An unreadable file raises (truncated zip, refused pickle, ...)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
+    if not isinstance(blob, dict) or "state_dict" not in blob or "test_accuracy" not in blob:
+        warnings.warn(f"{path} is not a classifier cache; retraining", stacklevel=5)
+        return None
+    if blob.get("version") != _CACHE_VERSION:
+        return None  # an older format: silently replaced
+    if blob.get("fingerprint") != fingerprint or blob.get("seed") != seed:
+        warnings.warn(
+            f"classifier cache {path} was trained on other data or another seed; retraining",
+            stacklevel=5,
+        )
+        return None
+    return blob
