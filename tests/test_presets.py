@@ -1,18 +1,19 @@
 """Every preset: ``--dry-run`` reports it, and two iterations of it train on tiny files written
-in its data set's real format (the preset's networks; a batch of 2 and one chain step)."""
+in its data set's real format (the preset's networks; a batch of 2 and one chain step). Every
+registered data set: its record agrees with what its loader reads from such files."""
 
 import pytest
 import torch
 
 from latent_ebm.config import PRESETS, load_preset, validate
-from latent_ebm.data import dataset_info
+from latent_ebm.data import DATASETS, dataset_info, load_dataset
 from latent_ebm.experiments import estimate
 from latent_ebm.model import build_model
 from latent_ebm.train import load_run
 from tests.conftest import run_cli
 from tests.formats import write_celeba, write_cifar10, write_idx_set, write_imagefolder, write_svhn
 
-# How to write each data set's tiny files: preset data.name -> writer(folder).
+# How to write each data set's tiny files: data.name -> writer(folder).
 WRITERS = {
     "digits": None,  # built in
     "mnist": lambda d: write_idx_set(d, 20, 10),
@@ -21,6 +22,7 @@ WRITERS = {
     "cifar10": lambda d: write_cifar10(d, n_per_batch=2),
     "celeba": lambda d: write_celeba(d, n=10),
     "celeba-hq": lambda d: write_imagefolder(d, n=10, size=20),
+    "imagefolder": lambda d: write_imagefolder(d, n=10, size=12),
 }
 
 
@@ -94,3 +96,20 @@ def test_two_iterations_on_tiny_files(preset, tmp_path, capsys):
     with torch.no_grad():
         x = model.generator(torch.zeros(1, cfg.model.nz))
     assert x.shape == (1, *shape) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_record_agrees_with_loader(name, tmp_path):
+    """What ``dataset_info`` says without files (``--dry-run``, bench) is what loading gives."""
+    assert set(WRITERS) == set(DATASETS)  # a new data set needs a writer of its tiny files
+    writer = WRITERS[name]
+    if writer is not None:
+        writer(tmp_path)
+    spec = DATASETS[name]
+    ds = load_dataset(name, tmp_path, download=False)
+    shape, num_train = dataset_info(name)
+    assert ds.shape == shape == (spec.channels, spec.size, spec.size)
+    if name == "digits":  # the only set whose real files are at hand
+        assert len(ds.train_x) == num_train
+    if spec.resizable:
+        assert load_dataset(name, tmp_path, size=6).shape == dataset_info(name, 6)[0]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from latent_ebm.data import sources
 from latent_ebm.data.cache import USER_CACHE
 from latent_ebm.data.dataset import Dataset, holdout_split, to_float, to_uint8
+from latent_ebm.data.sources import CELEBA_TRAIN
 from latent_ebm.errors import LatentEBMError
 
 __all__ = [
@@ -94,12 +95,7 @@ _SPECS = (
     DatasetSpec("svhn", sources.load_svhn, channels=3, size=32, num_train=73_257),
     DatasetSpec("cifar10", sources.load_cifar10, channels=3, size=32, num_train=50_000),
     DatasetSpec(
-        "celeba",
-        sources.load_celeba,
-        channels=3,
-        size=64,
-        resizable=True,
-        num_train=sources.CELEBA_TRAIN,
+        "celeba", sources.load_celeba, channels=3, size=64, resizable=True, num_train=CELEBA_TRAIN
     ),
     # CelebA-HQ: 90% of its 30,000 images (the image-folder split).
     DatasetSpec(
