@@ -1,5 +1,6 @@
-"""Tests for latent_ebm.features: Frechet distance against closed forms, the cached digits
-classifier, and the FID Inception-v3 layout (built, saved, loaded strictly)."""
+"""Tests for latent_ebm.features and latent_ebm.classifier: Frechet distance against closed
+forms, the cached digits classifier, and the FID Inception-v3 layout (built, saved, loaded
+strictly)."""
 
 from __future__ import annotations
 
