@@ -20,7 +20,9 @@ its schedule and check its config fields. The training loop, the evaluations and
 - ``lebm``, :class:`LEBMPrior`: ``log p(z) = f(z) - ||z||^2 / 2`` learned by maximum
   likelihood with a prior Langevin chain (Pang et al. 2020).
 
-A new prior is one module with one :class:`Prior` subclass and one line in :data:`PRIORS`.
+:class:`RatioPrior` (:mod:`latent_ebm.priors.ratio`) holds what the Eq. 5 priors
+(``adaptive``, ``nce``, ``tre``) share. A new prior is one module with one :class:`Prior`
+subclass and one line in :data:`PRIORS`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from latent_ebm.priors.adaptive import AdaptivePrior, NCEPrior
 from latent_ebm.priors.base import Prior, nce_loss, stage_of
 from latent_ebm.priors.gaussian import GaussianPrior
 from latent_ebm.priors.lebm import LEBMPrior
+from latent_ebm.priors.ratio import RatioPrior
 from latent_ebm.priors.tre import TREPrior, tre_waymarks
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ __all__ = [
     "LEBMPrior",
     "NCEPrior",
     "Prior",
+    "RatioPrior",
     "TREPrior",
     "build_prior",
     "nce_loss",
