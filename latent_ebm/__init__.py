@@ -7,9 +7,11 @@ from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.langevin import langevin
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.priors import (
+    PRIORS,
     AdaptivePrior,
     GaussianPrior,
     LEBMPrior,
+    NCEPrior,
     Prior,
     TREPrior,
     build_prior,
@@ -18,6 +20,7 @@ from latent_ebm.priors import (
 from latent_ebm.train import load_run, train
 
 __all__ = [
+    "PRIORS",
     "AdaptivePrior",
     "ChainDivergedError",
     "Config",
@@ -26,6 +29,7 @@ __all__ = [
     "LEBMPrior",
     "LatentEBM",
     "LatentEBMError",
+    "NCEPrior",
     "Prior",
     "TREPrior",
     "build_model",

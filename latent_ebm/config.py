@@ -22,6 +22,7 @@ import yaml
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.precision import PRECISIONS
+from latent_ebm.priors import PRIORS
 
 __all__ = [
     "PRESETS",
@@ -62,8 +63,8 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    kind: str = "adaptive"  # gaussian | nce | adaptive (Algorithm 1) | tre | lebm (DESIGN §4)
-    stages: int = 4  # K: adaptive stages (0: Gaussian) or tre ratios (>= 1); nce, lebm ignore it
+    kind: str = "adaptive"  # a key of latent_ebm.priors.PRIORS (DESIGN §4); default Algorithm 1
+    stages: int = 4  # K: stages or ratios of the priors that read it (see each prior's class)
     prior_samples: str = "persistent"  # adaptive NCE noise: persistent (memory bank) | langevin
     prior_steps: int = 60  # prior-chain length: adaptive's langevin mode, lebm training
     prior_step_size: float = 0.4  # prior-chain step size: adaptive's langevin mode, lebm
@@ -113,7 +114,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 _CHOICES = {
     "data.name": DATASETS,
     "model.arch": ("auto", "cifar10"),
-    "prior.kind": ("gaussian", "nce", "adaptive", "tre", "lebm"),
+    "prior.kind": PRIORS,
     "prior.prior_samples": ("persistent", "langevin"),
     "train.post_init": ("noise", "bank"),
     "train.precision": PRECISIONS,
@@ -264,11 +265,7 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
         raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
-    if cfg.prior.kind == "tre" and cfg.prior.stages < 1:
-        raise LatentEBMError(
-            "config field 'prior.stages' must be >= 1 for prior.kind=tre (the number of "
-            f"ratios), got {cfg.prior.stages}"
-        )
+    PRIORS[cfg.prior.kind].check_config(cfg)
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
         raise LatentEBMError(
@@ -295,13 +292,9 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
 
 
 def num_stages(cfg: Config) -> int:
-    """Number of stages of the training schedule (:func:`latent_ebm.priors.stage_of`).
-
-    ``prior.stages`` for ``adaptive``, 1 for ``nce`` (one NCE stage), and 0 (no schedule)
-    for ``gaussian``, ``tre`` (all ratios trained together) and ``lebm``.
-    """
-    fixed = {"gaussian": 0, "nce": 1, "tre": 0, "lebm": 0}
-    return fixed.get(cfg.prior.kind, cfg.prior.stages)
+    """Number of stages of the training schedule (:func:`latent_ebm.priors.stage_of`): the
+    ``num_stages`` of the prior class that ``prior.kind`` names (0: no schedule)."""
+    return PRIORS[cfg.prior.kind].num_stages(cfg)
 
 
 def resolve_config(

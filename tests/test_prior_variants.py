@@ -21,7 +21,7 @@ from tests.conftest import (
     tiny_config,
 )
 
-KINDS = ["gaussian", "nce", "adaptive", "tre", "lebm"]
+KINDS = list(PRIORS)
 SHAPE = (1, 8, 8)
 
 # Trainable prior parameters (name prefixes) in the last stage of the schedule of

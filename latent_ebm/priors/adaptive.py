@@ -1,0 +1,137 @@
+"""Adaptive multi-stage NCE (paper §3.2, Algorithm 1) and its one-stage case, the ``nce``
+prior (paper Table 3, "1 stage"): ``log p_k(z) = sum_{i<k} f_i(z) - ||z||^2 / 2`` (Eq. 5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from latent_ebm import rng
+from latent_ebm.memory import MemoryBank
+from latent_ebm.priors.base import nce_loss
+from latent_ebm.priors.ratio import RatioPrior
+from latent_ebm.rng import Streams
+
+if TYPE_CHECKING:
+    from latent_ebm.config import Config
+
+__all__ = ["AdaptivePrior", "NCEPrior"]
+
+
+class AdaptivePrior(RatioPrior):
+    """Adaptive multi-stage NCE prior (paper §3.2, Algorithm 1) in ``K = prior.stages``
+    stages; :class:`NCEPrior` is its one-stage case.
+
+    During stage ``k`` the prior is ``p_k(z) = prod_{i<k} r_i(z) N(0, I)`` with the earlier
+    ratios frozen, and ``f_k = log r_k`` is trained by :func:`nce_loss` between posterior
+    samples (numerator, ``q_k``) and samples of ``p_k`` (denominator): exact ``N(0, I)`` draws
+    in stage 0, then rows of the memory-bank snapshot (``persistent``) or a prior chain on
+    ``p_k`` (``langevin``). All ``K`` ratio networks and their Adam optimisers exist from the
+    start; ratio ``k`` and its optimiser are first used in stage ``k``.
+
+    Arguments:
+        nz: latent dimension.
+        stages: K.
+        hidden: ratio-network width.
+        lr, betas: Adam settings of each ratio network.
+        prior_samples: ``"persistent"`` or ``"langevin"``.
+        prior_steps, prior_step_size: the prior chain of the ``langevin`` mode.
+    """
+
+    def __init__(
+        self,
+        nz: int,
+        stages: int,
+        hidden: int = 200,
+        lr: float = 5e-5,
+        betas: tuple[float, float] = (0.5, 0.999),
+        prior_samples: str = "persistent",
+        prior_steps: int = 60,
+        prior_step_size: float = 0.4,
+    ) -> None:
+        super().__init__(nz, stages, hidden)
+        self.register_buffer("stage", torch.zeros((), dtype=torch.long))
+        self.optims = [torch.optim.Adam(r.parameters(), lr=lr, betas=betas) for r in self.ratios]
+        self.prior_samples = prior_samples
+        self.prior_steps = prior_steps
+        self.prior_step_size = prior_step_size
+        self._freeze()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> AdaptivePrior:
+        p = cfg.prior
+        return cls(
+            cfg.model.nz,
+            cls.num_stages(cfg),
+            cfg.model.ratio_hidden,
+            p.lr,
+            (cfg.train.beta1, cfg.train.beta2),
+            p.prior_samples,
+            p.prior_steps,
+            p.prior_step_size,
+        )
+
+    @classmethod
+    def num_stages(cls, cfg: Config) -> int:
+        """``K = prior.stages``."""
+        return cfg.prior.stages
+
+    @property
+    def num_frozen(self) -> int:
+        """Number of ratios in the current prior (= the stage index)."""
+        return int(self.stage)
+
+    @property
+    def ratios_in_prior(self) -> int:
+        """The ratios of the finished stages: ``p_k`` holds ``f_0 .. f_{k-1}``."""
+        return self.num_frozen
+
+    def _freeze(self) -> None:
+        for i, r in enumerate(self.ratios):
+            trainable = i == self.num_frozen
+            r.requires_grad_(trainable)
+            r.train(trainable)
+
+    def set_stage(self, stage: int, bank: MemoryBank) -> None:
+        """Stage transition (Alg. 1 step 5): freeze ``f_k``, add it to the prior, snapshot M."""
+        if stage != self.num_frozen:
+            self.stage.fill_(stage)
+            bank.take_snapshot()
+        self._freeze()
+
+    def _noise_samples(self, streams: Streams, bank: MemoryBank) -> torch.Tensor:
+        if self.num_frozen == 0:  # p_0 = N(0, I): exact draws
+            return streams.normal(rng.PRIOR_DRAW, self.nz)
+        if self.prior_samples == "persistent":
+            return bank.draw(streams.randint(rng.PRIOR_DRAW, len(bank.snapshot)))
+        return self.chain_samples(streams, self.prior_steps, self.prior_step_size)
+
+    def train_step(
+        self, z_post: torch.Tensor, streams: Streams, bank: MemoryBank
+    ) -> dict[str, float]:
+        """Alg. 1 step 3: one Adam step of ``f_k`` on the NCE loss; logs ``nce``."""
+        k = self.num_frozen
+        if k >= len(self.ratios):  # every stage finished
+            return {}
+        z_prior = self._noise_samples(streams, bank)
+        f = self.ratios[k]
+        loss = nce_loss(f(z_post.detach()), f(z_prior.detach()))
+        self.optims[k].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optims[k].step()
+        return {"nce": loss.item()}
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._freeze()
+
+
+class NCEPrior(AdaptivePrior):
+    """The ``nce`` prior: :class:`AdaptivePrior` with one stage (``K = 1``) whatever
+    ``prior.stages`` says: a single ratio learned by NCE against ``N(0, I)``."""
+
+    @classmethod
+    def num_stages(cls, cfg: Config) -> int:
+        """Always 1."""
+        return 1

@@ -1,0 +1,131 @@
+"""The interface every latent prior implements, and what several priors share: the
+logistic NCE loss (paper Eq. 4), the stage schedule of Algorithm 1 and the ``N(0, I)`` base
+density (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latent_ebm import rng
+from latent_ebm.langevin import langevin
+from latent_ebm.memory import MemoryBank
+from latent_ebm.rng import Streams
+
+if TYPE_CHECKING:  # config imports the priors' registry: no import back at runtime
+    from latent_ebm.config import Config
+
+__all__ = ["Betas", "Prior", "gaussian_log_prob", "nce_loss", "stage_of"]
+
+Betas = tuple[float, float]  # Adam's (beta1, beta2)
+
+
+def nce_loss(f_num: torch.Tensor, f_den: torch.Tensor) -> torch.Tensor:
+    """Logistic NCE loss (paper Eq. 4) for a log-ratio ``f = log(q / p)``.
+
+    ``softplus(-f(z_q)).mean() + softplus(f(z_p)).mean()``: ``f_num`` ``(B,)`` are its values
+    at numerator samples (aggregated posterior), ``f_den`` ``(B',)`` at denominator samples
+    (current prior). At chance the loss is ``2 log 2``; its minimiser is the true log-ratio.
+    """
+    return F.softplus(-f_num).mean() + F.softplus(f_den).mean()
+
+
+def stage_of(iteration: int, iters: int, stages: int) -> int:
+    """Stage ``k`` of Algorithm 1 at ``iteration`` (0-based) of ``iters``, ``K = stages``.
+
+    ``K`` stages of ``iters / K`` iterations (remainders spread evenly); ``iteration == iters``
+    gives ``K``: every ratio is frozen into the final prior.
+    """
+    return 0 if stages == 0 else min(iteration * stages // iters, stages)
+
+
+def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` up to a constant: ``-||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
+    return -0.5 * z.pow(2).sum(-1)
+
+
+class Prior(nn.Module):
+    """The interface every prior implements. Shapes: ``z`` is ``(B, nz)``.
+
+    A new prior subclasses this, implements :meth:`from_config` and :meth:`log_prob` (and
+    :meth:`train_step` if it learns), overrides :meth:`num_stages` if it has a stage schedule
+    and :meth:`check_config` if it constrains config fields, and adds one line to
+    :data:`latent_ebm.priors.PRIORS`. Nothing else names it: the loop, the evaluations and
+    config validation reach it through the registry.
+    """
+
+    #: ``False`` where ``z0 ~ N(0, I)`` already is an exact sample of the prior, so that
+    #: :meth:`sample` returns it without running a chain.
+    needs_chain: bool = True
+
+    def __init__(self, nz: int) -> None:
+        super().__init__()
+        self.nz = nz
+        self.optims: list[torch.optim.Optimizer] = []  # a subclass's optimisers, checkpointed
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Prior:
+        """The prior that ``cfg`` (``model`` and ``prior`` sections) describes."""
+        raise NotImplementedError
+
+    @classmethod
+    def num_stages(cls, cfg: Config) -> int:
+        """Stages ``K`` of the training schedule (:func:`stage_of`); 0: no schedule."""
+        return 0
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Raise ``LatentEBMError`` naming a config field this prior cannot work with."""
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, nz)`` -> ``(B,)``: log density of the prior learned so far, up to a constant."""
+        raise NotImplementedError
+
+    def inference_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """The prior that the training-time posterior chains sample under (default: current)."""
+        return self.log_prob(z)
+
+    def set_stage(self, stage: int, bank: MemoryBank) -> None:
+        """Move to stage ``stage`` of the schedule (no-op for a prior without stages)."""
+
+    def train_step(
+        self, z_post: torch.Tensor, streams: Streams, bank: MemoryBank
+    ) -> dict[str, float]:
+        """One update of the prior from posterior samples ``z_post``; returns scalars to log."""
+        return {}
+
+    def chain_samples(self, streams: Streams, steps: int, step_size: float) -> torch.Tensor:
+        """Samples of the current prior for a training update, ``(B, nz)``: ``steps``
+        Langevin steps on :meth:`log_prob` from the iteration's ``N(0, I)`` draws (streams
+        ``PRIOR_DRAW`` for the start, ``PRIOR_NOISE`` for the chain)."""
+        z0 = streams.normal(rng.PRIOR_DRAW, self.nz)
+        noise = streams.chain_noise(rng.PRIOR_NOISE, self.nz)
+        return langevin(z0, self.log_prob, steps, step_size, randn=noise)
+
+    def sample(
+        self,
+        z0: torch.Tensor,
+        steps: int,
+        step_size: float,
+        randn: Callable[[int], torch.Tensor] | None = None,
+        trajectory: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Prior samples by Langevin dynamics on ``log_prob`` from ``z0 ~ N(0, I)``, or
+        ``z0`` itself where that is already exact (:attr:`needs_chain`); with ``trajectory``
+        also the states ``(steps + 1, B, nz)`` (``(1, B, nz)`` without a chain)."""
+        if not self.needs_chain:
+            return (z0, z0[None]) if trajectory else z0
+        return langevin(z0, self.log_prob, steps, step_size, randn=randn, trajectory=trajectory)
+
+    def optimizer_state(self) -> list[dict[str, Any]]:
+        """State of the prior's optimisers (for checkpoints)."""
+        return [o.state_dict() for o in self.optims]
+
+    def load_optimizer_state(self, states: list[dict[str, Any]]) -> None:
+        """Restore :meth:`optimizer_state`."""
+        for o, state in zip(self.optims, states, strict=True):
+            o.load_state_dict(state)
