@@ -18,7 +18,7 @@ from pathlib import Path
 from latent_ebm.evaluate import fid
 from latent_ebm.features import classifier_features
 from latent_ebm.memory import MemoryBank
-from latent_ebm.train import load_data, load_run
+from latent_ebm.rundir import load_data, load_run
 
 
 def main(argv: list[str] | None = None) -> int:

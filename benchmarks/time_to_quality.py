@@ -40,7 +40,8 @@ from latent_ebm.evaluate import fid, recon_mse
 from latent_ebm.experiments import SCALES, iteration_flops
 from latent_ebm.features import classifier_features
 from latent_ebm.plots import plot_time_to_quality
-from latent_ebm.train import CHECKPOINT, load_data, load_run, snapshots, train
+from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
+from latent_ebm.train import train
 
 VARIANTS = ("noise", "warm", "bf16")
 

@@ -15,7 +15,8 @@ from latent_ebm.priors import (
     build_prior,
     nce_loss,
 )
-from latent_ebm.train import load_run, train
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 
 __all__ = [
     "AdaptivePrior",

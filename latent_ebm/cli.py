@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from latent_ebm.config import PRESETS, Config, config_to_dict, resolve_config
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.errors import LatentEBMError, TrainingInterrupted
 from latent_ebm.precision import PRECISIONS
 
 __all__ = ["build_parser", "main"]
@@ -272,8 +272,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
     from latent_ebm.data import to_uint8
     from latent_ebm.plots import save_grid
+    from latent_ebm.rundir import load_run
     from latent_ebm.sampling import METHODS, sample_latents
-    from latent_ebm.train import load_run
 
     if args.method not in METHODS:
         raise LatentEBMError(f"unknown --method '{args.method}' (choose from {', '.join(METHODS)})")
@@ -368,8 +368,6 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: object
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latent-ebm`` console script; returns the exit status."""
-    from latent_ebm.train import TrainingInterrupted
-
     warnings.formatwarning = _warning_line  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
     commands = {

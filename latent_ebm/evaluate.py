@@ -15,7 +15,6 @@ Everything is seeded: the posterior chain of batch ``b`` uses the streams ``(see
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,8 @@ def evaluate_run(
     test-time prior chain (``fid``). Returns the report (value, settings, split, features,
     wall time).
     """
-    from latent_ebm.train import load_data, load_run, resolve_device, snapshots
+    from latent_ebm.distributed import resolve_device
+    from latent_ebm.rundir import load_data, load_run, snapshots, write_report
 
     if metric not in METRICS:
         raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
@@ -274,7 +274,5 @@ def evaluate_run(
             settings={**post, "seed": seed, "evaluations": len(values)},
         )
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
-    (out / f"{metric}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(run_dir, metric, report)
     return report

@@ -27,8 +27,8 @@ from latent_ebm import rng
 from latent_ebm.data import to_float, to_uint8
 from latent_ebm.evaluate import reconstruct
 from latent_ebm.model import LatentEBM
+from latent_ebm.rundir import load_data, load_run, read_metrics
 from latent_ebm.sampling import sample_latents
-from latent_ebm.train import load_data, load_run, read_metrics
 
 __all__ = [
     "image_grid",

@@ -7,7 +7,8 @@ import pytest
 
 from latent_ebm.evaluate import fid
 from latent_ebm.features import classifier_features
-from latent_ebm.train import load_run, train
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 from tests.conftest import load_script, tiny_config
 
 
