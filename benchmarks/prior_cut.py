@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from latent_ebm.evaluate import fid
+from latent_ebm.evaluation import fid
 from latent_ebm.features import classifier_features
 from latent_ebm.memory import MemoryBank
 from latent_ebm.rundir import load_data, load_run

@@ -34,6 +34,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "keep_holdout_snapshots",
     "load_config",
     "load_preset",
     "num_stages",
@@ -309,11 +310,23 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] = (),
 ) -> Config:
-    """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated)."""
+    """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated);
+    then :func:`keep_holdout_snapshots`."""
     cfg = load_preset(preset) if preset else Config()
     if config_file is not None:
         cfg = config_from_dict(_read_yaml(Path(config_file)), cfg)
-    return apply_overrides(cfg, list(overrides))
+    return keep_holdout_snapshots(apply_overrides(cfg, list(overrides)))
+
+
+def keep_holdout_snapshots(cfg: Config) -> Config:
+    """The anomaly protocol's snapshots: a run with ``data.holdout`` set and ``train.keep_every``
+    0 keeps 20 model snapshots (``keep_every = max(1, iters // 20)``); ``cfg`` is returned,
+    changed in place. The protocol averages the AUPRC over the last evaluations (DESIGN §7),
+    which these snapshots are.
+    """
+    if cfg.data.holdout is not None and cfg.train.keep_every == 0:
+        cfg.train.keep_every = max(1, cfg.train.iters // 20)
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from latent_ebm.evaluate import fid
+from latent_ebm.evaluation import fid
 from latent_ebm.features import classifier_features
 from latent_ebm.rundir import load_run
 from latent_ebm.train import train

@@ -37,7 +37,7 @@ from latent_ebm.config import (
 )
 from latent_ebm.data import DATASETS, load_dataset
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.evaluate import evaluate_run
+from latent_ebm.evaluation import evaluate_run
 from latent_ebm.experiments.tables import (
     EXPERIMENTS,
     SCALES,
