@@ -130,7 +130,7 @@ def train(
     elif resume and main:
         metrics_path.unlink(missing_ok=True)
 
-    def snapshot(iteration: int) -> dict[str, Any]:
+    def checkpoint_state(iteration: int) -> dict[str, Any]:
         return {
             "iteration": iteration,
             "elapsed": elapsed + time.perf_counter() - t0,
@@ -199,7 +199,7 @@ def train(
                 if done == iters:  # the last transition: every ratio joins the prior
                     model.prior.set_stage(stage_of(iters, iters, stages), bank)
                 if main:
-                    rundir.save_checkpoint(ckpt_path, snapshot(done), last_saved)
+                    rundir.save_checkpoint(ckpt_path, checkpoint_state(done), last_saved)
                 last_saved = done
             kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
             if kept and main:
