@@ -26,9 +26,9 @@ import torch
 
 from latent_ebm.config import load_config
 from latent_ebm.data import to_float
-from latent_ebm.evaluate import auprc, posterior_samples
+from latent_ebm.evaluation import auprc, posterior_samples
 from latent_ebm.model import LatentEBM
-from latent_ebm.train import CONFIG, load_data, load_run, snapshots
+from latent_ebm.rundir import CONFIG, load_data, load_run, snapshots
 
 PARTS = ("score", "generator", "prior", "gaussian", "learned")
 

@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from latent_ebm.classifier import classifier_features
-from latent_ebm.evaluate import fid
+from latent_ebm.evaluation import fid
+from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.memory import MemoryBank
-from latent_ebm.train import load_data, load_run
+from latent_ebm.rundir import load_data, load_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,13 +34,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from latent_ebm.classifier import classifier_features
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
 from latent_ebm.data import dataset_info
-from latent_ebm.evaluate import fid, recon_mse
+from latent_ebm.evaluation import fid, recon_mse
+from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.experiments import SCALES, iteration_flops
-from latent_ebm.plots import plot_time_to_quality
-from latent_ebm.train import CHECKPOINT, load_data, load_run, snapshots, train
+from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
+from latent_ebm.train import train
 
 VARIANTS = ("noise", "warm", "bf16")
 
@@ -109,6 +114,27 @@ def _evaluated(run_dir: Path, fid_n: int, extractor: Any, data: Any) -> list[dic
             path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["iteration"])))
         points.append(done[state["iteration"]])
     return points
+
+
+def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
+    """Recon MSE and FID against training minutes, one line per label of ``curves``.
+
+    ``curves[label]``: points ``{"minutes", "recon", "fid"}`` in order of time.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (metric, title), ax in zip(
+        (("recon", "test recon MSE"), ("fid", "FID (classifier features)")), axes, strict=True
+    ):
+        for label, points in curves.items():
+            ax.plot([p["minutes"] for p in points], [p[metric] for p in points], "o-", label=label)
+        ax.set_xlabel("training wall time (min)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

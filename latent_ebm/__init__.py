@@ -17,7 +17,8 @@ from latent_ebm.priors import (
     build_prior,
     nce_loss,
 )
-from latent_ebm.train import load_run, train
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 
 __all__ = [
     "PRIORS",
@@ -42,4 +43,4 @@ __all__ = [
     "resolve_config",
     "train",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

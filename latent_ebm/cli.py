@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from latent_ebm.config import PRESETS, Config, config_to_dict, resolve_config
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.errors import LatentEBMError, TrainingInterrupted
 from latent_ebm.precision import PRECISIONS
 
 __all__ = ["build_parser", "main"]
@@ -192,11 +192,7 @@ def _train_config(args: argparse.Namespace) -> Config | None:
                 "--config, --set, --seed, --data-dir and --force"
             )
         return None
-    cfg = resolve_config(args.preset or "digits", args.config, overrides)
-    if cfg.data.holdout is not None and cfg.train.keep_every == 0:
-        # The anomaly protocol averages the last evaluations: keep 20 snapshots to draw from.
-        cfg.train.keep_every = max(1, cfg.train.iters // 20)
-    return cfg
+    return resolve_config(args.preset or "digits", args.config, overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -250,8 +246,7 @@ def _dry_run(cfg: Config, throughput: str | None) -> None:
 
 def _report(run_dir: Path, progress: bool) -> None:
     """Figures and the test reconstruction MSE of a finished run, written into ``run_dir``."""
-    from latent_ebm.evaluate import evaluate_run
-    from latent_ebm.plots import run_figures
+    from latent_ebm.evaluation import evaluate_run, run_figures
 
     for path in run_figures(run_dir):
         print(f"wrote {path}")
@@ -259,51 +254,27 @@ def _report(run_dir: Path, progress: bool) -> None:
 
 
 def _print_report(r: dict) -> None:
+    from latent_ebm.rundir import report_path
+
     extra = f" +- {r['std']:.4f} over {len(r['values'])} evaluations" if "std" in r else ""
     feats = f", {r['features']['name']} features" if "features" in r else ""
     print(
         f"{r['metric']} = {r['value']:.4f}{extra} ({r['split']}{feats}, {r['wall_time_s']} s)"
-        f" -> {Path(r['run']) / 'eval' / (r['metric'] + '.json')}"
+        f" -> {report_path(r['run'], r['metric'])}"
     )
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    import numpy as np
+    from latent_ebm.evaluation import sample_run
 
-    from latent_ebm.data import to_uint8
-    from latent_ebm.plots import save_grid
-    from latent_ebm.sampling import METHODS, sample_latents
-    from latent_ebm.train import load_run
-
-    if args.method not in METHODS:
-        raise LatentEBMError(f"unknown --method '{args.method}' (choose from {', '.join(METHODS)})")
-    if args.n < 1 or args.proposals < 1:
-        raise LatentEBMError("--n and --proposals must be at least 1")
-    cfg, model, _ = load_run(args.run)
-    steps = cfg.sample.steps if args.steps is None else args.steps
-    step_size = cfg.sample.step_size if args.step_size is None else args.step_size
-    z = sample_latents(
-        model,
-        args.n,
-        method=args.method,
-        steps=steps,
-        step_size=step_size,
-        proposals=args.proposals,
-        seed=args.seed,
-        progress=True,
-    )
-    images = model.decode(z)
-    prefix = args.out or args.run / "samples" / args.method
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    grid = save_grid(images, prefix.with_suffix(".png"))
-    np.savez_compressed(
-        prefix.with_suffix(".npz"), images=to_uint8(images).numpy(), z=z.cpu().numpy()
-    )
-    print(f"wrote {grid} and {prefix.with_suffix('.npz')} ({args.n} images, {args.method})")
+    # Every option of the sample parser is a keyword argument of sample_run.
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "n")}
+    grid, npz = sample_run(args.run, args.n, **options)
+    print(f"wrote {grid} and {npz} ({args.n} images, {args.method})")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from latent_ebm.evaluate import evaluate_run
+    from latent_ebm.evaluation import evaluate_run
 
     # Every option of the eval parser is a keyword argument of evaluate_run.
     options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "metric")}
@@ -312,7 +283,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
-    from latent_ebm.plots import run_figures
+    from latent_ebm.evaluation import run_figures
 
     for path in run_figures(args.run, seed=args.seed):
         print(f"wrote {path}")
@@ -368,8 +339,6 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: object
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latent-ebm`` console script; returns the exit status."""
-    from latent_ebm.train import TrainingInterrupted
-
     warnings.formatwarning = _warning_line  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
     commands = {

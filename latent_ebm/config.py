@@ -35,6 +35,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "keep_holdout_snapshots",
     "load_config",
     "load_preset",
     "num_stages",
@@ -48,7 +49,7 @@ __all__ = [
 class DataConfig:
     name: str = "digits"  # data set: digits | mnist | fashion-mnist | svhn | cifar10 | celeba | ...
     data_dir: str | None = None  # folder of the data files (None: $LATENT_EBM_DATA, then default)
-    holdout: int | None = None  # anomaly protocol: class held out of training (DESIGN §7)
+    holdout: int | None = None  # anomaly protocol: class held out of training (ARCHITECTURE §7)
     size: int | None = None  # image side of celeba, celeba-hq, imagefolder (None: their default)
 
 
@@ -56,14 +57,14 @@ class DataConfig:
 class ModelConfig:
     nz: int = 16  # latent dimension d
     ngf: int = 32  # generator width (channels of the last hidden layer)
-    arch: str = "auto"  # generator family (DESIGN §5): auto (by image size) | cifar10
+    arch: str = "auto"  # generator family (ARCHITECTURE §5): auto (by image size) | cifar10
     sigma: float = 0.3  # std of the observation noise, p(x|z) = N(g(z), sigma^2 I)
     ratio_hidden: int = 200  # width of each ratio network's hidden layers (paper Table 4)
 
 
 @dataclass
 class PriorConfig:
-    kind: str = "adaptive"  # a key of latent_ebm.priors.PRIORS (DESIGN §4); default Algorithm 1
+    kind: str = "adaptive"  # a key of latent_ebm.priors.PRIORS (ARCHITECTURE §4): Algorithm 1
     stages: int = 4  # K: stages or ratios of the priors that read it (see each prior's class)
     prior_samples: str = "persistent"  # adaptive NCE noise: persistent (memory bank) | langevin
     prior_steps: int = 60  # prior-chain length: adaptive's langevin mode, lebm training
@@ -246,7 +247,7 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
     """Check choices and ranges; raise ``LatentEBMError`` naming the first bad field.
 
     With ``num_train`` (training-set size) it also warns when a stage of the persistent
-    prior-sample mode lasts less than an epoch (DESIGN §3: rows never visited in a stage
+    prior-sample mode lasts less than an epoch (ARCHITECTURE §3: rows never visited in a stage
     would still hold samples from an earlier stage).
     """
     flat = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
@@ -302,11 +303,23 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] = (),
 ) -> Config:
-    """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated)."""
+    """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated);
+    then :func:`keep_holdout_snapshots`."""
     cfg = load_preset(preset) if preset else Config()
     if config_file is not None:
         cfg = config_from_dict(_read_yaml(Path(config_file)), cfg)
-    return apply_overrides(cfg, list(overrides))
+    return keep_holdout_snapshots(apply_overrides(cfg, list(overrides)))
+
+
+def keep_holdout_snapshots(cfg: Config) -> Config:
+    """The anomaly protocol's snapshots: a run with ``data.holdout`` set and ``train.keep_every``
+    0 keeps 20 model snapshots (``keep_every = max(1, iters // 20)``); ``cfg`` is returned,
+    changed in place. The protocol averages the AUPRC over the last evaluations (ARCHITECTURE §7),
+    which these snapshots are.
+    """
+    if cfg.data.holdout is not None and cfg.train.keep_every == 0:
+        cfg.train.keep_every = max(1, cfg.train.iters // 20)
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

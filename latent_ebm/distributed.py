@@ -6,7 +6,7 @@ those into a ``torch.distributed`` process group (gloo for CPU tensors, NCCL for
 one GPU per process: ``cuda:LOCAL_RANK``). Without those variables every function here is the
 identity of a single process, so a plain run behaves as if this module did not exist.
 
-What is split and what is replicated (DESIGN §2): every process holds the whole model, its
+What is split and what is replicated (ARCHITECTURE §2): every process holds the whole model, its
 optimisers and the whole memory bank, computes the same global batch of data-set indices and
 takes the rows :func:`shard` gives it; its random streams are those rows of the global batch's
 streams. Then
@@ -21,6 +21,9 @@ A process whose part of an iteration fails (a posterior chain that diverges on i
 only) must not leave the others waiting in a collective it will never join:
 :func:`fail_together` wraps the iteration, every gradient average inside it first asks
 whether a process has failed, and then every process raises the failed process's error.
+Likewise a signal that reaches one process (:func:`catch_signals`) is shared through
+:func:`mean_scalars`, so that every process stops after the same iteration.
+:func:`resolve_device` and :func:`local_device` pick the device of each process.
 
 A run with N processes therefore follows the 1-process run with the same global batch, up to
 the summation order of the reductions (float rounding).
@@ -31,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import signal
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +48,7 @@ from latent_ebm.errors import LatentEBMError, one_line
 __all__ = [
     "average_gradients",
     "barrier",
+    "catch_signals",
     "fail_together",
     "gather_rows",
     "in_process_group",
@@ -55,6 +60,7 @@ __all__ = [
     "mean_scalars",
     "process_group",
     "rank",
+    "resolve_device",
     "shard",
     "teardown",
     "world_size",
@@ -139,6 +145,16 @@ def in_process_group(fn: Callable[P, T]) -> Callable[P, T]:
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of a config's ``train.device``: ``auto`` is CUDA when a GPU is present,
+    else the CPU. :func:`local_device` then picks this process's GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LatentEBMError(f"config field 'train.device' is '{name}' but no GPU is available")
+    return torch.device(name)
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -332,6 +348,32 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(rows) for _ in range(world_size())]
     dist.all_gather(parts, rows.contiguous())
     return torch.cat(parts)
+
+
+@contextmanager
+def catch_signals() -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks after each iteration.
+
+    Yields the list of the signal numbers caught so far. The loop shares the first with the
+    other processes through :func:`mean_scalars`, so that every process stops at the same
+    iteration, after the same checkpoint.
+    """
+    caught: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    old = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield caught
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def mean_scalars(values: dict[str, float], flag: int = 0) -> tuple[dict[str, float], int]:

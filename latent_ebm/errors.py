@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ChainDivergedError", "LatentEBMError", "one_line"]
+__all__ = ["ChainDivergedError", "LatentEBMError", "TrainingInterrupted", "one_line"]
 
 
 class LatentEBMError(Exception):
@@ -19,6 +19,11 @@ class ChainDivergedError(LatentEBMError):
     def __init__(self, message: str, rows: list[int] | None = None) -> None:
         super().__init__(message)
         self.rows = rows or []
+
+
+class TrainingInterrupted(LatentEBMError):
+    """SIGINT or SIGTERM arrived during training; a checkpoint was saved first. The command
+    line exits with status 130 instead of 1."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The one Langevin chain function that serves every chain of the library (DESIGN §2).
+"""The one Langevin chain function that serves every chain of the library (ARCHITECTURE §2).
 
     z <- z + (s^2 / 2) * grad_z log p(z) + s * eps,   eps ~ N(0, I)
 

@@ -3,7 +3,7 @@
 ``bank[i]`` holds the latest posterior sample of example ``i``; it starts as ``N(0, I)`` draws,
 so a row never visited is a ``p_0`` sample. At each stage transition a *snapshot* is frozen:
 during stage ``k`` it holds posterior samples under ``p_{k-1}``, i.e. draws from
-``q_{k-1} ~= p_k``, which the ``persistent`` mode uses as NCE noise samples (DESIGN §3).
+``q_{k-1} ~= p_k``, which the ``persistent`` mode uses as NCE noise samples (ARCHITECTURE §3).
 
 In a multi-process run every process holds the whole bank: after each iteration the training
 loop writes the rows of the whole global batch everywhere (:mod:`latent_ebm.distributed`), so

@@ -1,4 +1,5 @@
-"""The generator model with a latent prior: ``p(x, z) = p(z) N(x; g(z), sigma^2 I)`` (DESIGN §1).
+"""The generator model with a latent prior, ``p(x, z) = p(z) N(x; g(z), sigma^2 I)``
+(ARCHITECTURE §1).
 
 One object holds the generator and the prior so that training and every evaluation compute
 the joint density, the posterior chain and prior samples the same way.

@@ -10,7 +10,7 @@ stays float32:
 - the log densities: ``x - g(z)`` mixes a float32 ``x`` with a bfloat16 ``g(z)``, so type
   promotion squares and sums the residual in float32;
 - the prior's NCE or maximum-likelihood update, which runs outside the autocast region, and
-  every evaluation and test-time sample (:mod:`latent_ebm.evaluate`, :mod:`latent_ebm.sampling`).
+  every evaluation and test-time sample (:mod:`latent_ebm.evaluation`, :mod:`latent_ebm.sampling`).
 
 bfloat16 has float32's exponent range, so no loss scaling is needed.
 """

@@ -2,7 +2,7 @@
 (seed, iteration, stream, position in the global batch) only.
 
 A stream's generator is seeded from those keys, and every process draws the *whole global
-batch* of numbers and keeps its own rows (DESIGN §2). A run's result then does not depend on
+batch* of numbers and keeps its own rows (ARCHITECTURE §2). A run's result then does not depend on
 how the batch is split across processes, and a resumed run repeats an uninterrupted one
 without restoring any generator state.
 """

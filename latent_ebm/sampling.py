@@ -1,4 +1,4 @@
-"""Test-time sampling from a trained model (paper §3.2 "Test time sampling", DESIGN §7).
+"""Test-time sampling from a trained model (paper §3.2 "Test time sampling", ARCHITECTURE §7).
 
 - ``langevin``: a prior chain on the learned ``log p(z)`` from ``N(0, I)``
   (:meth:`latent_ebm.priors.Prior.sample`; paper A.3: 100 steps of size 0.1).

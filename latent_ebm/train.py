@@ -1,25 +1,20 @@
-"""The training loop (Algorithm 1), run directories, checkpoints and exact resume.
+"""The training loop (Algorithm 1) with exact resume.
 
-A run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON line per ``log_every``
-iterations: window means of the losses), ``checkpoint.pt`` (written atomically) and, after
-training, the figures. Every random number of iteration ``t`` is a function of
-``(seed, t, stream)`` (:mod:`latent_ebm.rng`), so a run resumed from a checkpoint ends with
-exactly the parameters of an uninterrupted one. Under ``torchrun`` the processes split each
-global batch and follow the 1-process run (:mod:`latent_ebm.distributed`).
+Every random number of iteration ``t`` is a function of ``(seed, t, stream)``
+(:mod:`latent_ebm.rng`), so a run resumed from a checkpoint ends with exactly the parameters of
+an uninterrupted one. Under ``torchrun`` the processes split each global batch and follow the
+1-process run (:mod:`latent_ebm.distributed`). What the loop writes (``config.yaml``,
+``metrics.jsonl``, checkpoints, snapshots) and how is :mod:`latent_ebm.rundir`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import shutil
-import signal
 import time
 import warnings
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,55 +22,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latent_ebm import distributed, rng
-from latent_ebm.config import (
-    Config,
-    config_to_dict,
-    load_config,
-    num_stages,
-    save_config,
-    validate,
-)
-from latent_ebm.data import Dataset, load_dataset, to_float
-from latent_ebm.errors import ChainDivergedError, LatentEBMError
-from latent_ebm.files import save_atomic
+from latent_ebm import distributed, rng, rundir
+from latent_ebm.config import Config, config_to_dict, num_stages, validate
+from latent_ebm.data import Dataset, to_float
+from latent_ebm.errors import ChainDivergedError, LatentEBMError, TrainingInterrupted
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
 
-__all__ = [
-    "CHECKPOINT",
-    "METRICS",
-    "TrainingInterrupted",
-    "batch_indices",
-    "load_data",
-    "load_run",
-    "prepare_run_dir",
-    "read_metrics",
-    "resolve_device",
-    "snapshots",
-    "train",
-    "train_iteration",
-]
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-CONFIG = "config.yaml"
-SNAPSHOTS = "snapshots"
-
-
-class TrainingInterrupted(LatentEBMError):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when a GPU is present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LatentEBMError(f"config field 'train.device' is '{name}' but no GPU is available")
-    return torch.device(name)
+__all__ = ["batch_indices", "train", "train_iteration"]
 
 
 def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -92,123 +48,6 @@ def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) ->
 def _epoch_order(num_train: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of epoch ``epoch``, made once per epoch rather than per iteration."""
     return torch.randperm(num_train, generator=rng.generator_for(seed, epoch, rng.BATCH_ORDER))
-
-
-def prepare_run_dir(out: Path, cfg: Config | None, resume: bool, force: bool) -> Config:
-    """Create or reopen a run directory; returns the run's config.
-
-    A new run writes ``config.yaml``; ``resume`` reads it back (``cfg`` must then be
-    ``None``); ``force`` deletes an earlier run in ``out`` first.
-    """
-    exists = out.exists() and any(out.iterdir())
-    if resume:
-        if not (out / CONFIG).exists():
-            raise LatentEBMError(f"cannot resume: {out / CONFIG} does not exist")
-        return load_config(out / CONFIG)
-    if exists and not force:
-        raise LatentEBMError(
-            f"run directory {out} already exists; pass --resume to continue it "
-            "or --force to start over"
-        )
-    if exists:
-        if not (out / CONFIG).exists():
-            raise LatentEBMError(
-                f"{out} is not empty and holds no {CONFIG}: it does not look like a run "
-                "directory, so --force will not delete it; choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    assert cfg is not None
-    save_config(cfg, out / CONFIG)
-    return cfg
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any], last_good: int) -> None:
-    """:func:`latent_ebm.files.save_atomic`, with a one-line error naming the last good one."""
-    try:
-        save_atomic(state, path)
-    except OSError as e:
-        raise LatentEBMError(
-            f"could not write checkpoint {path} ({e.strerror or e}); free disk space and "
-            f"rerun with --resume (the checkpoint at iteration {last_good} is intact)"
-        ) from None
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise LatentEBMError(
-            f"no checkpoint at {path}: train the run first (latent-ebm train --out {path.parent})"
-        ) from None
-    except Exception as e:  # a truncated or foreign file fails in many ways inside torch
-        raise LatentEBMError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The lines of ``metrics.jsonl`` as dicts."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
-    if path.exists():
-        keep = [m for m in read_metrics(path.parent) if m["iteration"] <= iteration]
-        path.write_text("".join(json.dumps(m) + "\n" for m in keep))
-
-
-@contextmanager
-def _catch_signals() -> Any:
-    """Turn SIGINT/SIGTERM into a flag that the loop checks after each iteration."""
-    caught: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        caught.append(signum)
-
-    old = {}
-    try:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            old[s] = signal.signal(s, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield caught
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def load_data(cfg: Config) -> Dataset:
-    """The data set of a config (with its hold-out split, if any)."""
-    d = cfg.data
-    return load_dataset(d.name, d.data_dir, holdout=d.holdout, size=d.size)
-
-
-def snapshots(run_dir: str | Path) -> list[Path]:
-    """The model snapshots kept by ``train.keep_every``, oldest first."""
-    return sorted((Path(run_dir) / SNAPSHOTS).glob("model-*.pt"))
-
-
-def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None
-) -> tuple[Config, LatentEBM, dict[str, Any]]:
-    """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run.
-
-    ``checkpoint`` picks another file than ``checkpoint.pt``, e.g. one of :func:`snapshots`.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LatentEBMError(f"run directory {run_dir} does not exist")
-    if not (run_dir / CONFIG).exists():
-        raise LatentEBMError(f"{run_dir} is not a run directory (no {CONFIG})")
-    cfg = load_config(run_dir / CONFIG)
-    state = _load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT)
-    model = build_model(cfg, tuple(state["shape"]))
-    model.load_state_dict(state["model"])
-    return cfg, model.to(device).eval(), state
 
 
 @distributed.in_process_group
@@ -251,15 +90,15 @@ def train(
     main = distributed.is_main()
     if cfg is not None:
         distributed.shard(cfg.train.batch_size)  # a bad split fails before any file is made
-    cfg = distributed.main_only(prepare_run_dir, out, cfg, resume, force)
+    cfg = distributed.main_only(rundir.prepare_run_dir, out, cfg, resume, force)
     t_cfg = cfg.train
-    data = data if data is not None else distributed.main_first(load_data, cfg)
+    data = data if data is not None else distributed.main_first(rundir.load_data, cfg)
     num_train = len(data.train_x)
     with warnings.catch_warnings():
         if not main:  # rank 0 warns once for the run
             warnings.simplefilter("ignore")
         validate(cfg, num_train)
-    device = distributed.local_device(resolve_device(t_cfg.device))
+    device = distributed.local_device(distributed.resolve_device(t_cfg.device))
     iters, stages, batch = t_cfg.iters, num_stages(cfg), t_cfg.batch_size
     rows = distributed.shard(batch)  # this process's rows of every global batch
 
@@ -275,9 +114,9 @@ def train(
     start, elapsed, window = 0, 0.0, defaultdict(list)
 
     # Restore a checkpoint.
-    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
+    ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
     if resume and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path)
+        state = rundir.load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         model.prior.load_optimizer_state(state["opt_prior"])
@@ -287,11 +126,11 @@ def train(
         start, elapsed = state["iteration"], state["elapsed"]
         window = defaultdict(list, state["window"])
         if main:
-            _truncate_metrics(metrics_path, start)
+            rundir.truncate_metrics(out, start)
     elif resume and main:
         metrics_path.unlink(missing_ok=True)
 
-    def snapshot(iteration: int) -> dict[str, Any]:
+    def checkpoint_state(iteration: int) -> dict[str, Any]:
         return {
             "iteration": iteration,
             "elapsed": elapsed + time.perf_counter() - t0,
@@ -311,11 +150,11 @@ def train(
     model.train()
     bar = tqdm(total=stop, initial=start, disable=not (progress and main), desc="train", unit="it")
     log_path = metrics_path if main else Path(os.devnull)
-    with _catch_signals() as caught, log_path.open("a") as log:
+    with distributed.catch_signals() as caught, log_path.open("a") as log:
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
-                _write_log(log, window, it, elapsed + time.perf_counter() - t0)
+                rundir.write_metrics_line(log, window, it, elapsed + time.perf_counter() - t0)
             model.prior.set_stage(stage, bank)  # also puts frozen ratios in eval mode
             batch_idx = batch_indices(it, num_train, batch, t_cfg.seed)
             idx = batch_idx[rows]
@@ -353,14 +192,14 @@ def train(
             logs = {k: v for k, v in scalars.items() if k != "loss_g"}
             done = it + 1
             if done % t_cfg.log_every == 0:
-                _write_log(log, window, done, elapsed + time.perf_counter() - t0)
+                rundir.write_metrics_line(log, window, done, elapsed + time.perf_counter() - t0)
             bar.update(1)
             bar.set_postfix(stage=stage, loss_g=f"{scalars['loss_g']:.1f}", **_fmt(logs))
             if done % t_cfg.ckpt_every == 0 or done == stop or signum:
                 if done == iters:  # the last transition: every ratio joins the prior
                     model.prior.set_stage(stage_of(iters, iters, stages), bank)
                 if main:
-                    _save_checkpoint(ckpt_path, snapshot(done), last_saved)
+                    rundir.save_checkpoint(ckpt_path, checkpoint_state(done), last_saved)
                 last_saved = done
             kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
             if kept and main:
@@ -370,8 +209,7 @@ def train(
                     "shape": data.shape,
                     "model": model.state_dict(),
                 }
-                (out / SNAPSHOTS).mkdir(exist_ok=True)
-                _save_checkpoint(out / SNAPSHOTS / f"model-{done:07d}.pt", keep, last_saved)
+                rundir.save_snapshot(out, keep, last_saved)
             if signum:
                 bar.close()
                 distributed.barrier()  # the checkpoint exists before any process exits
@@ -467,12 +305,3 @@ def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:
 
 def _fmt(logs: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.3f}" for k, v in logs.items()}
-
-
-def _write_log(log: Any, window: dict[str, list[float]], iteration: int, t: float) -> None:
-    """One line of ``metrics.jsonl``: the window's stage and mean losses, then reset."""
-    line = {"iteration": iteration, "stage": int(window.pop("stage")[-1]), "time": round(t, 3)}
-    line.update({k: float(np.mean(v)) for k, v in window.items() if v})
-    log.write(json.dumps(line) + "\n")
-    log.flush()  # lines appear as they are made, for anyone watching the run
-    window.clear()

@@ -10,7 +10,8 @@ import torch
 from latent_ebm.cli import main
 from latent_ebm.config import Config, apply_overrides
 from latent_ebm.data import load_dataset
-from latent_ebm.train import CHECKPOINT, read_metrics, train
+from latent_ebm.rundir import CHECKPOINT, read_metrics
+from latent_ebm.train import train
 
 TINY = [
     "data.name=digits",

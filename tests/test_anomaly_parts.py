@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from latent_ebm.data import to_float
-from latent_ebm.evaluate import evaluate_run
-from latent_ebm.train import load_run, train
+from latent_ebm.evaluation import evaluate_run
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 from tests.conftest import load_script, tiny_config
 
 

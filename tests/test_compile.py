@@ -9,7 +9,8 @@ import torch
 from latent_ebm.config import validate
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.experiments import bench
-from latent_ebm.train import load_run, train
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 from tests.conftest import assert_same_state, checkpoint_state, tiny_config
 
 FAST = {"repeats": 1, "warmup": 0, "peak_seconds": 0.01, "profile": False}

@@ -17,7 +17,8 @@ from latent_ebm import distributed, rng
 from latent_ebm.cli import main
 from latent_ebm.data import load_dataset
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.train import read_metrics, train
+from latent_ebm.rundir import read_metrics
+from latent_ebm.train import train
 from tests.conftest import assert_same_state, checkpoint_state, tiny_config
 
 # The all-reduce sums the shards' gradients in another order than one process sums the

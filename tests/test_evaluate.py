@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from latent_ebm.data import Dataset, holdout_split, to_float
-from latent_ebm.evaluate import auprc, recon_mse
+from latent_ebm.evaluation import auprc, recon_mse
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
 from latent_ebm.sampling import sample_latents

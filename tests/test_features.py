@@ -1,6 +1,6 @@
-"""Tests for latent_ebm.features and latent_ebm.classifier: Frechet distance against closed
-forms, the cached digits classifier, and the FID Inception-v3 layout (built, saved, loaded
-strictly)."""
+"""Tests for latent_ebm.evaluation.features and latent_ebm.evaluation.classifier: Frechet
+distance against closed forms, the cached digits classifier, and the FID Inception-v3 layout
+(built, saved, loaded strictly)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ import pytest
 import scipy.linalg
 import torch
 
-from latent_ebm import classifier
-from latent_ebm.classifier import classifier_features
 from latent_ebm.data import load_dataset, to_float
 from latent_ebm.data.cache import CACHE_ENV_VAR
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.features import (
+from latent_ebm.evaluation import classifier
+from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.evaluation.features import (
     extract,
     frechet_distance,
     gaussian_stats,
     inception_features,
 )
-from latent_ebm.inception import FID_INCEPTION_PARAMETERS, FIDInceptionV3
+from latent_ebm.evaluation.inception import FID_INCEPTION_PARAMETERS, FIDInceptionV3
 
 FASHION = pathlib.Path("/usr/share/datasets/fashion-mnist")
 

@@ -12,7 +12,8 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import build_model
 from latent_ebm.precision import autocast
-from latent_ebm.train import read_metrics, train
+from latent_ebm.rundir import read_metrics
+from latent_ebm.train import train
 from tests.conftest import assert_resume_matches, tiny_config
 
 U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)

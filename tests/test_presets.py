@@ -9,7 +9,7 @@ from latent_ebm.config import PRESETS, load_preset, validate
 from latent_ebm.data import DATASETS, dataset_info, load_dataset
 from latent_ebm.experiments import estimate
 from latent_ebm.model import build_model
-from latent_ebm.train import load_run
+from latent_ebm.rundir import load_run
 from tests.conftest import run_cli
 from tests.formats import write_celeba, write_cifar10, write_idx_set, write_imagefolder, write_svhn
 

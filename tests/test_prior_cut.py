@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from latent_ebm.classifier import classifier_features
-from latent_ebm.evaluate import fid
-from latent_ebm.train import load_run, train
+from latent_ebm.evaluation import fid
+from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 from tests.conftest import load_script, tiny_config
 
 

@@ -1,4 +1,4 @@
-"""Every prior variant behind one interface (DESIGN §4): shapes, gradients, save/load, a short
+"""Every prior variant behind one interface (ARCHITECTURE §4): shapes, gradients, save/load, a short
 training run; exact properties of the TRE waymarks and of the LEBM prior chain and learning."""
 
 import io
@@ -13,7 +13,8 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import build_model
 from latent_ebm.priors import PRIORS, LEBMPrior, TREPrior, build_prior, tre_waymarks
-from latent_ebm.train import read_metrics, train
+from latent_ebm.rundir import read_metrics
+from latent_ebm.train import train
 from tests.conftest import (
     assert_resume_matches,
     assert_same_state,

@@ -12,7 +12,8 @@ import torch
 from latent_ebm.config import config_to_dict, save_config
 from latent_ebm.experiments import EXPERIMENTS, experiment_runs, reproduce
 from latent_ebm.experiments import reproduction as rep
-from latent_ebm.train import load_run, train
+from latent_ebm.rundir import load_run
+from latent_ebm.train import train
 from tests.conftest import run_cli, tiny_config
 
 

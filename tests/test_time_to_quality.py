@@ -7,7 +7,7 @@ import json
 import pytest
 
 from latent_ebm.experiments import iteration_flops
-from latent_ebm.train import read_metrics
+from latent_ebm.rundir import read_metrics
 from tests.conftest import TINY, load_script
 
 

@@ -14,7 +14,8 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
-from latent_ebm.train import CHECKPOINT, read_metrics, train
+from latent_ebm.rundir import CHECKPOINT, read_metrics
+from latent_ebm.train import train
 from tests.conftest import (
     TINY,
     assert_resume_matches,

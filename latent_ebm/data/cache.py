@@ -1,8 +1,8 @@
 """Caches: build a value once, then read it back from a file. One policy for every cache.
 
 The library caches decoded data sets (:func:`cached_arrays`, an ``.npz`` beside the source) and
-trained FID classifiers (:mod:`latent_ebm.classifier`, a ``.pt`` in the cache folder). Both go
-through :func:`load_or_build`, whose policy is:
+trained FID classifiers (:mod:`latent_ebm.evaluation.classifier`, a ``.pt`` in the cache
+folder). Both go through :func:`load_or_build`, whose policy is:
 
 - **where**: the cache's own path first, then its fallback (if any) in the cache folder;
 - **valid**: the reader accepts the file (same source fingerprint, settings and format);

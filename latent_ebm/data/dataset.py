@@ -59,7 +59,7 @@ def from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
 
 
 def holdout_split(data: Dataset, holdout: int, seed: int = 0) -> Dataset:
-    """Hold-one-class-out split of the anomaly protocol (DESIGN §7, after LEBM/MEG).
+    """Hold-one-class-out split of the anomaly protocol (ARCHITECTURE §7, after LEBM/MEG).
 
     Train and test are pooled and shuffled with ``seed``; the first 80% without class
     ``holdout`` is the new training split, the remaining 20% plus every image of class

@@ -39,6 +39,7 @@ import torch
 from latent_ebm import rng
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
 from latent_ebm.data import dataset_info
+from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.experiments.cost import format_count, synthetic_batch
 from latent_ebm.experiments.timing import (
@@ -51,7 +52,7 @@ from latent_ebm.experiments.timing import (
 )
 from latent_ebm.precision import autocast
 from latent_ebm.sampling import sample_latents
-from latent_ebm.train import resolve_device, train_iteration
+from latent_ebm.train import train_iteration
 
 __all__ = [
     "bench",

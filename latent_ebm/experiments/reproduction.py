@@ -37,7 +37,7 @@ from latent_ebm.config import (
 )
 from latent_ebm.data import DATASETS, load_dataset
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.evaluate import evaluate_run
+from latent_ebm.evaluation import evaluate_run
 from latent_ebm.experiments.tables import (
     EXPERIMENTS,
     SCALES,
@@ -45,7 +45,15 @@ from latent_ebm.experiments.tables import (
     format_cell,
     markdown_table,
 )
-from latent_ebm.train import CHECKPOINT, CONFIG, load_run, train
+from latent_ebm.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    check_not_foreign,
+    load_run,
+    report_path,
+    write_report,
+)
+from latent_ebm.train import train
 
 __all__ = [
     "PlannedRun",
@@ -194,11 +202,10 @@ def _train(
         else:
             echo(f"{tag}: resuming at iteration {done} of {iters} ...")
             train(None, run_dir, resume=True, progress=progress)
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise LatentEBMError(
-            f"{run_dir} is not empty and holds no {CONFIG}; choose another --out or empty it"
-        )
     else:
+        check_not_foreign(
+            run_dir, "reproduce will not train into it; choose another --out or empty it"
+        )
         echo(f"{tag}: training ({iters} iterations) ...")
         train(run.cfg, run_dir, progress=progress)
     return load_run(run_dir)[2]
@@ -214,7 +221,7 @@ def _evaluate(
     progress: bool,
 ) -> dict[str, Any]:
     """``evaluate_run`` unless ``eval/<metric>.json`` already answers the same request."""
-    path = run_dir / "eval" / f"{metric}.json"
+    path = report_path(run_dir, metric)
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("request") == request and old.get("iteration") == iteration:
@@ -223,7 +230,7 @@ def _evaluate(
     echo(f"{tag}: evaluating {metric} ...")
     report = evaluate_run(run_dir, metric, **request, progress=progress)
     report["request"] = request  # what reproduce asked for, to reuse the report on a rerun
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(run_dir, metric, report)
     echo(f"{tag}: {metric} = {format_cell(metric, report)}")
     return report
 

@@ -3,16 +3,16 @@
 An experiment (:data:`EXPERIMENTS`) trains a list of models on one base configuration, the
 *scale* (:data:`SCALES`), that fixes the generator, data, iterations, batch and seed; each
 model overrides only ``prior.*`` (and ``lebm`` its posterior chain, ``train.post_steps=20``,
-as in LEBM, DESIGN §4). :mod:`latent_ebm.experiments.reproduction` trains and evaluates the
+as in LEBM, ARCHITECTURE §4). :mod:`latent_ebm.experiments.reproduction` trains and evaluates the
 models; :func:`markdown_table` writes the table from their reports.
 
 - ``stages`` (Table 3, first part): the adaptive prior with 0 (``gaussian``), 1 (``nce``, the
-  adaptive prior with one stage, DESIGN §4), 2, 4, 8 stages; test reconstruction MSE and FID.
+  adaptive prior with one stage, ARCHITECTURE §4), 2, 4, 8 stages; test reconstruction MSE and FID.
 - ``adaptive`` (Table 3, second part): ``adaptive`` (``nce`` at one stage) vs non-adaptive
   ``tre`` at 1, 2, 4, 8 stages.
 - ``compare`` (Table 1): ``gaussian``, ``nce``, ``adaptive`` K=4, ``tre`` K=4, ``lebm``.
 - ``anomaly`` (Table 2): ``adaptive`` K=4 and ``lebm`` trained once per held-out class
-  (``data.holdout``); AUPRC mean and std over the last snapshots (DESIGN §7).
+  (``data.holdout``); AUPRC mean and std over the last snapshots (ARCHITECTURE §7).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "paper": {"preset": "{dataset}", "set": (), "fid_n": 50_000, "holdout": None, "last": 10},
     # 2 CPU cores: the fashion-mnist-cpu preset's networks and learning rates (0.39 s an
     # iteration) cut to 4 epochs, ~16 min of training a model. K=8 stages last 300 iterations,
-    # half an epoch: training warns (DESIGN §3).
+    # half an epoch: training warns (ARCHITECTURE §3).
     "cpu": {
         "preset": "fashion-mnist-cpu",
         "set": ("train.iters=2400",),
@@ -131,7 +131,7 @@ LEBM = ModelSpec(
     "lebm",
     "lebm",
     extra=("train.post_steps=20",),
-    note="`lebm` trains with `train.post_steps=20`, the posterior chain of LEBM (DESIGN §4)",
+    note="`lebm` trains with `train.post_steps=20`, the posterior chain of LEBM (ARCHITECTURE §4)",
 )
 
 

@@ -1,4 +1,4 @@
-"""Latent priors behind one interface (DESIGN §4), one module each, named by the registry
+"""Latent priors behind one interface (ARCHITECTURE §4), one module each, named by the registry
 :data:`PRIORS`.
 
 Every prior is a :class:`Prior` (:mod:`latent_ebm.priors.base`): ``log_prob(z)`` (the

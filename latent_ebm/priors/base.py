@@ -1,6 +1,6 @@
 """The interface every latent prior implements, and what several priors share: the
 logistic NCE loss (paper Eq. 4), the stage schedule of Algorithm 1 and the ``N(0, I)`` base
-density (DESIGN §4)."""
+density (ARCHITECTURE §4)."""
 
 from __future__ import annotations
 

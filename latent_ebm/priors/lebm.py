@@ -19,7 +19,7 @@ __all__ = ["LEBMPrior"]
 
 
 class LEBMPrior(Prior):
-    """Latent EBM prior learned by maximum likelihood (Pang et al. 2020; DESIGN §4).
+    """Latent EBM prior learned by maximum likelihood (Pang et al. 2020; ARCHITECTURE §4).
 
     ``p(z) ∝ exp(f(z)) N(0, I)``, i.e. ``log p(z) = f(z) - ||z||^2 / 2``, with ``f`` a
     :class:`~latent_ebm.nets.RatioNet`. The gradient of the log-likelihood of the posterior

@@ -22,7 +22,7 @@ __all__ = ["TREPrior", "tre_waymarks"]
 
 
 def tre_waymarks(z_p: torch.Tensor, z_q: torch.Tensor, stages: int) -> torch.Tensor:
-    """Waymarks of telescoping ratio estimation (Rhodes et al. 2020, DESIGN §4).
+    """Waymarks of telescoping ratio estimation (Rhodes et al. 2020, ARCHITECTURE §4).
 
     ``z_j = sqrt(1 - a_j^2) z_p + a_j z_q`` with ``a_j = j / K``, ``j = 0..K``: ``z_0 = z_p``
     (prior draws), ``z_K = z_q`` (posterior samples), paired row by row.
@@ -42,7 +42,7 @@ def tre_waymarks(z_p: torch.Tensor, z_q: torch.Tensor, stages: int) -> torch.Ten
 
 class TREPrior(RatioPrior):
     """Non-adaptive telescoping ratio estimation prior (Rhodes et al. 2020; paper Table 3
-    "non-adaptive"; DESIGN §4).
+    "non-adaptive"; ARCHITECTURE §4).
 
     ``log p(z) = sum_{j<K} f_j(z) - ||z||^2 / 2``, the same form as Eq. 5, but all ``K`` ratio
     networks are trained together at every iteration, and the training-time posterior chains

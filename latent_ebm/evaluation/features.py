@@ -1,4 +1,4 @@
-"""FID feature extractors and the Frechet distance (DESIGN.md section 7, paper Table 1).
+"""FID feature extractors and the Frechet distance (docs/ARCHITECTURE.md §7, paper Table 1).
 
 FID fits a Gaussian to features of generated images and one to features of the training set and
 reports the Frechet (2-Wasserstein) distance between them (Heusel et al. 2017):
@@ -11,10 +11,10 @@ Two feature networks, both behind :class:`FeatureExtractor` (float images ``(B, 
 - ``inception`` (:func:`inception_features`): the standard FID Inception-v3 pool-3 features
   (2048-d) from the usual weights file ``pt_inception-2015-12-05-6726825d.pth``, which the user
   supplies (no network access is assumed). Numbers comparable with published FIDs.
-- ``classifier`` (:func:`latent_ebm.classifier.classifier_features`): offline. A small CNN
-  trained on the data set's training split (labels) and cached per data set; the features are
-  its penultimate layer (128-d, after the ReLU). Numbers comparable only between runs that use
-  the same classifier: every report records which features it used
+- ``classifier`` (:func:`latent_ebm.evaluation.classifier.classifier_features`): offline. A
+  small CNN trained on the data set's training split (labels) and cached per data set; the
+  features are its penultimate layer (128-d, after the ReLU). Numbers comparable only between
+  runs that use the same classifier: every report records which features it used
   (:meth:`FeatureExtractor.describe`).
 """
 
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from latent_ebm.data import to_float
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.inception import FIDInceptionV3, load_fid_inception
+from latent_ebm.evaluation.inception import FIDInceptionV3, load_fid_inception
 
 __all__ = [
     "FeatureExtractor",

@@ -1,13 +1,13 @@
-"""Figures, made from a run's saved checkpoint and logs (never inside the training loop).
+"""Figures and sample files, made from a run's saved checkpoint and logs (never inside the
+training loop).
 
 - :func:`save_grid`: a grid of images as PNG (paper Figure 2).
 - :func:`plot_nce_curves`: NCE loss per stage against iteration, with the chance level
   ``2 log 2`` (paper Figure 4).
 - :func:`transition_strip`: prior Langevin chains from ``p_0`` towards the learned prior
   (paper Figure 3).
-- :func:`plot_time_to_quality`: test recon MSE and FID against training wall time, one curve
-  per training variant (issue 6).
-- :func:`run_figures`: every figure of a run directory.
+- :func:`run_figures`: every figure of a run directory (``latent-ebm plot``).
+- :func:`sample_run`: samples of a run as a PNG grid and an ``.npz`` (``latent-ebm sample``).
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.data import to_float, to_uint8
-from latent_ebm.evaluate import reconstruct
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.evaluation.metrics import reconstruct
 from latent_ebm.model import LatentEBM
-from latent_ebm.sampling import sample_latents
-from latent_ebm.train import load_data, load_run, read_metrics
+from latent_ebm.rundir import load_data, load_run, read_metrics
+from latent_ebm.sampling import METHODS, sample_latents
 
 __all__ = [
     "image_grid",
     "plot_nce_curves",
-    "plot_time_to_quality",
     "run_figures",
+    "sample_run",
     "save_grid",
     "transition_strip",
 ]
@@ -76,27 +77,6 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
     ax.set_xlabel("iteration")
     ax.set_ylabel("NCE loss (Eq. 4)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
-    """Recon MSE and FID against training minutes, one line per label of ``curves``.
-
-    ``curves[label]``: points ``{"minutes", "recon", "fid"}`` in order of time.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (metric, title), ax in zip(
-        (("recon", "test recon MSE"), ("fid", "FID (classifier features)")), axes, strict=True
-    ):
-        for label, points in curves.items():
-            ax.plot([p["minutes"] for p in points], [p[metric] for p in points], "o-", label=label)
-        ax.set_xlabel("training wall time (min)")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -153,3 +133,54 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
     paths.append(transition_strip(model, run_dir / "transition.png", seed=seed))
     curve = plot_nce_curves(read_metrics(run_dir), run_dir / "nce_loss.png")
     return paths + ([curve] if curve else [])
+
+
+def sample_run(
+    run_dir: str | Path,
+    n: int = 100,
+    *,
+    method: str = "langevin",
+    steps: int | None = None,
+    step_size: float | None = None,
+    proposals: int = 10,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Sample ``n`` images of a trained run; write them as a PNG grid and an ``.npz``.
+
+    Latents by :func:`latent_ebm.sampling.sample_latents` (``method`` ``langevin``: the prior
+    chain, ``steps`` and ``step_size`` by default the run's ``sample`` ones; ``sir``: sampling
+    importance resampling of ``proposals`` draws each), images ``g(z)``. The files are
+    ``out.png`` and ``out.npz`` (``images``: ``uint8`` ``(n, C, H, W)``, ``z``: ``(n, nz)``),
+    ``out`` by default ``RUN/samples/<method>``.
+
+    Returns:
+        The paths of the PNG grid and of the ``.npz``.
+
+    Raises:
+        LatentEBMError: unknown method, ``n`` or ``proposals`` below 1, no such run.
+    """
+    if method not in METHODS:
+        raise LatentEBMError(f"unknown --method '{method}' (choose from {', '.join(METHODS)})")
+    if n < 1 or proposals < 1:
+        raise LatentEBMError("--n and --proposals must be at least 1")
+    run_dir = Path(run_dir)
+    cfg, model, _ = load_run(run_dir)
+    z = sample_latents(
+        model,
+        n,
+        method=method,
+        steps=cfg.sample.steps if steps is None else steps,
+        step_size=cfg.sample.step_size if step_size is None else step_size,
+        proposals=proposals,
+        seed=seed,
+        progress=progress,
+    )
+    images = model.decode(z)
+    prefix = Path(out) if out is not None else run_dir / "samples" / method
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    grid = save_grid(images, prefix.with_suffix(".png"))
+    npz = prefix.with_suffix(".npz")
+    np.savez_compressed(npz, images=to_uint8(images).numpy(), z=z.cpu().numpy())
+    return grid, npz

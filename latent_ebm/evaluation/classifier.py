@@ -1,6 +1,6 @@
 """The offline FID features: a small classifier trained on the data set, cached per data set.
 
-Where no Inception weights are at hand, FID (:mod:`latent_ebm.features`) can use the
+Where no Inception weights are at hand, FID (:mod:`latent_ebm.evaluation.features`) can use the
 penultimate layer (128-d, after the ReLU) of a CNN trained on the data set's training split
 (labels). Training is deterministic on one machine (seeded, the global RNG untouched) and the
 trained weights are cached (:func:`classifier_features`), so every run of a data set is scored
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from latent_ebm.data import Dataset, cache, to_float
 from latent_ebm.errors import LatentEBMError, one_line
-from latent_ebm.features import FeatureExtractor
+from latent_ebm.evaluation.features import FeatureExtractor
 
 __all__ = ["ClassifierFeatures", "classifier_features"]
 

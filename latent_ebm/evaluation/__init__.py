@@ -1,0 +1,269 @@
+"""Evaluation of a trained run (paper Section 5, ARCHITECTURE §7): metrics, reports and figures.
+
+- :mod:`~latent_ebm.evaluation.metrics`: the metrics as functions of a model and images
+  (:func:`recon_mse`, :func:`fid`, :func:`anomaly_auprc`, ...);
+- this module: :func:`evaluate_run`, one metric on a run directory, written as a report to
+  ``eval/<metric>.json``. :data:`METRICS` holds one report function per metric;
+- :mod:`~latent_ebm.evaluation.plots`: the figures of a run and its sample files
+  (``latent-ebm plot``, ``latent-ebm sample``).
+
+The run is read through :mod:`latent_ebm.rundir`, never through the training loop. The
+reports:
+
+- ``recon``: the test split's reconstruction MSE at posterior samples;
+- ``fid``: the FID of ``n`` generated images against the training split, in the features
+  ``classifier`` or ``inception``;
+- ``anomaly``: on a hold-one-class-out run, the AUPRC of the test split with the held-out
+  class as positive, mean and std over the ``last`` kept snapshots of the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latent_ebm.config import Config
+from latent_ebm.data import Dataset
+from latent_ebm.distributed import resolve_device
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.evaluation.metrics import (
+    anomaly_auprc,
+    anomaly_scores,
+    auprc,
+    fid,
+    posterior_samples,
+    recon_mse,
+    reconstruct,
+)
+from latent_ebm.evaluation.plots import run_figures, sample_run, save_grid
+from latent_ebm.model import LatentEBM
+from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
+
+__all__ = [
+    "METRICS",
+    "anomaly_auprc",
+    "anomaly_scores",
+    "auprc",
+    "evaluate_run",
+    "fid",
+    "posterior_samples",
+    "recon_mse",
+    "reconstruct",
+    "run_figures",
+    "sample_run",
+    "save_grid",
+]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A loaded run and the settings of :func:`evaluate_run`: what a report function reads."""
+
+    run_dir: Path
+    cfg: Config
+    model: LatentEBM
+    data: Dataset
+    device: torch.device
+    steps: int | None
+    step_size: float | None
+    seed: int
+    n: int
+    features: str
+    weights: str | Path | None
+    method: str
+    proposals: int
+    last: int
+    holdout: int | None
+    batch_size: int
+    progress: bool
+
+    def chain(self, steps: int, step_size: float) -> dict[str, Any]:
+        """The chain's ``steps`` and ``step_size``: the request's, else the given defaults."""
+        return {
+            "steps": steps if self.steps is None else self.steps,
+            "step_size": step_size if self.step_size is None else self.step_size,
+        }
+
+    def posterior_chain(self) -> dict[str, Any]:
+        """The posterior chain: by default the one the run trained with."""
+        return self.chain(self.cfg.train.post_steps, self.cfg.train.post_step_size)
+
+
+def _recon_report(r: _Request) -> dict[str, Any]:
+    """Test reconstruction MSE (:func:`recon_mse`) at posterior samples."""
+    post = r.posterior_chain()
+    value = recon_mse(
+        r.model, r.data.test_x, **post, seed=r.seed, batch_size=r.batch_size, progress=r.progress
+    )
+    return {
+        "value": value,
+        "split": "test",
+        "n": len(r.data.test_x),
+        "settings": {**post, "seed": r.seed},
+    }
+
+
+def _fid_report(r: _Request) -> dict[str, Any]:
+    """FID (:func:`fid`) of ``n`` prior samples against the training split.
+
+    The prior chain defaults to the run's test-time one (``sample.steps``, ``step_size``).
+    """
+    from latent_ebm.evaluation.classifier import classifier_features
+    from latent_ebm.evaluation.features import inception_features
+
+    if r.features == "classifier":
+        extractor = classifier_features(r.data, device=r.device, progress=r.progress)
+    elif r.features == "inception":
+        if r.weights is None:
+            raise LatentEBMError(
+                "--features inception needs --weights PATH (the FID Inception weights file)"
+            )
+        extractor = inception_features(r.weights, device=r.device)
+    else:
+        raise LatentEBMError(f"unknown features '{r.features}' (choose classifier or inception)")
+    prior_chain = r.chain(r.cfg.sample.steps, r.cfg.sample.step_size)
+    value = fid(
+        r.model,
+        r.data.train_x,
+        extractor,
+        n=r.n,
+        seed=r.seed,
+        batch_size=r.batch_size,
+        progress=r.progress,
+        method=r.method,
+        proposals=r.proposals,
+        **prior_chain,
+    )
+    settings = {"n": r.n, "method": r.method, "seed": r.seed, **prior_chain}
+    if r.method == "sir":
+        settings["proposals"] = r.proposals
+    return {
+        "value": value,
+        "split": "train (reference statistics)",
+        "settings": settings,
+        "features": extractor.describe(),
+    }
+
+
+def _anomaly_report(r: _Request) -> dict[str, Any]:
+    """AUPRC (:func:`anomaly_auprc`) of the held-out class, over the last ``last`` snapshots
+    (the checkpoint when the run kept none): mean, std and each value."""
+    cfg = r.cfg
+    if cfg.data.holdout is None:
+        raise LatentEBMError(
+            f"{r.run_dir} was trained on every class; the anomaly protocol needs a run "
+            "trained with --holdout C"
+        )
+    if r.holdout is not None and r.holdout != cfg.data.holdout:
+        raise LatentEBMError(
+            f"--holdout {r.holdout} does not match the run's held-out class {cfg.data.holdout}"
+        )
+    post = r.posterior_chain()
+    files = (snapshots(r.run_dir) or [r.run_dir / CHECKPOINT])[-r.last :]
+    anomalous = (r.data.test_y == cfg.data.holdout).long()
+    values, iterations = [], []
+    for path in files:
+        _, m, st = load_run(r.run_dir, r.device, checkpoint=path)
+        values.append(
+            anomaly_auprc(
+                m,
+                r.data.test_x,
+                anomalous,
+                **post,
+                seed=r.seed,
+                batch_size=r.batch_size,
+                progress=r.progress,
+            )
+        )
+        iterations.append(st["iteration"])
+    return {
+        "value": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "values": values,
+        "iterations": iterations,
+        "holdout": cfg.data.holdout,
+        "split": f"hold-out test: {int(anomalous.sum())} anomalous of {len(anomalous)}",
+        "settings": {**post, "seed": r.seed, "evaluations": len(values)},
+    }
+
+
+# One report function per metric: its value, split and settings for eval/<metric>.json.
+METRICS: dict[str, Callable[[_Request], dict[str, Any]]] = {
+    "recon": _recon_report,
+    "fid": _fid_report,
+    "anomaly": _anomaly_report,
+}
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    metric: str,
+    *,
+    steps: int | None = None,
+    step_size: float | None = None,
+    seed: int = 0,
+    n: int = 50_000,
+    features: str = "classifier",
+    weights: str | Path | None = None,
+    method: str = "langevin",
+    proposals: int = 10,
+    last: int = 10,
+    holdout: int | None = None,
+    batch_size: int = 500,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<metric>.json``.
+
+    ``steps``/``step_size`` default to the run's posterior chain (``recon``, ``anomaly``) or
+    test-time prior chain (``fid``); ``n``, ``features``, ``weights``, ``method`` and
+    ``proposals`` apply to ``fid``, ``last`` and ``holdout`` (a check of the run's held-out
+    class) to ``anomaly``. Returns the report: metric, run, iteration, value, split,
+    settings (and features for ``fid``), wall time.
+
+    Raises:
+        LatentEBMError: unknown metric or features, no such run or checkpoint, ``inception``
+            features without ``weights``, ``anomaly`` on a run without a held-out class.
+    """
+    if metric not in METRICS:
+        raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    cfg, model, state = load_run(run_dir, dev)
+    data = load_data(cfg)
+    # _Request's fields follow this function's arguments, in order.
+    request = _Request(
+        run_dir,
+        cfg,
+        model,
+        data,
+        dev,
+        steps,
+        step_size,
+        seed,
+        n,
+        features,
+        weights,
+        method,
+        proposals,
+        last,
+        holdout,
+        batch_size,
+        progress,
+    )
+    report: dict[str, Any] = {
+        "metric": metric,
+        "run": str(run_dir),
+        "iteration": state["iteration"],
+    }
+    report.update(METRICS[metric](request))
+    report["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    write_report(run_dir, metric, report)
+    return report
