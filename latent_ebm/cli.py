@@ -142,7 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fid-n", type=int, help="FID: generated images (cpu 10,000; paper 50,000)")
     r.add_argument("--features", default="classifier", help="FID: classifier | inception")
     r.add_argument("--weights", type=Path, help="FID: FID Inception weights file (.pth)")
-    r.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
+    r.add_argument("--seed", type=int, help="one training and evaluation seed (default 0)")
+    r.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="train every model under several seeds: one value N means seeds 0..N-1, several "
+        "values are the seeds; tables give mean ± standard error",
+    )
     r.add_argument("--data-dir", type=Path, help="folder of the data files")
     _add_set(r, "a setting for every model, e.g. prior.prior_samples=langevin (repeatable)")
     r.add_argument(
@@ -289,11 +297,31 @@ def _cmd_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _seeds(seed: int | None, seeds: list[int] | None) -> list[int]:
+    """``--seed S`` (one seed), ``--seeds N`` (seeds 0..N-1) or ``--seeds A B ...``."""
+    if seed is not None and seeds is not None:
+        raise LatentEBMError("give --seed S (one seed) or --seeds, not both")
+    if seeds is None:
+        seeds = [0 if seed is None else seed]
+    elif len(seeds) == 1:
+        if seeds[0] < 1:
+            raise LatentEBMError(f"--seeds N needs N >= 1, got {seeds[0]}")
+        seeds = list(range(seeds[0]))
+    if min(seeds) < 0:
+        raise LatentEBMError(f"--seed must be >= 0, got {min(seeds)}")
+    return seeds
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     from latent_ebm.experiments import reproduce
 
     # Every option of the reproduce parser is a keyword argument of reproduce.
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "experiment", "out")}
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "experiment", "out", "seed", "seeds")
+    }
+    options["seeds"] = _seeds(args.seed, args.seeds)
     result = reproduce(args.experiment, args.out, **options)
     print(result.markdown)
     print(f"wrote {result.md_path} and {result.json_path}")

@@ -218,8 +218,10 @@ def evaluate_run(
     batch_size: int = 500,
     device: str = "auto",
     progress: bool = True,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<metric>.json``.
+    """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
+    (``name`` defaults to the metric; e.g. ``fid500`` keeps a 500-step FID beside ``fid``).
 
     ``steps``/``step_size`` default to the run's posterior chain (``recon``, ``anomaly``) or
     test-time prior chain (``fid``); ``n``, ``features``, ``weights``, ``method`` and
@@ -265,5 +267,5 @@ def evaluate_run(
     }
     report.update(METRICS[metric](request))
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    write_report(run_dir, metric, report)
+    write_report(run_dir, name or metric, report)
     return report

@@ -7,8 +7,9 @@ The experiments, their scales and the table writing are in
 (:func:`experiment_runs`), then trains and evaluates every model and writes one table
 (:func:`reproduce`).
 
-Layout: ``OUT/runs/<model>/`` is an ordinary run directory (``latent-ebm eval`` and ``plot``
-work on it) with its reports in ``eval/<metric>.json``; ``OUT/<experiment>.md`` is the table and
+Layout: ``OUT/runs/<model>/`` (``<model>-seed<s>/`` for a seed ``s > 0``: ``--seeds``) is an
+ordinary run directory (``latent-ebm eval`` and ``plot`` work on it) with its reports in
+``eval/<column>.json``; ``OUT/<experiment>.md`` is the table and
 ``OUT/<experiment>.json`` the raw numbers. Experiments share their runs: a model that two tables
 hold (``adaptive K=4`` is in three) is trained and evaluated once for both, which cuts the ``cpu``
 scale on Fashion-MNIST from 24 trained models to 16. Rerunning the command continues where it
@@ -39,6 +40,7 @@ from latent_ebm.data import DATASETS, load_dataset
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation import evaluate_run
 from latent_ebm.experiments.tables import (
+    COLUMNS,
     EXPERIMENTS,
     SCALES,
     ModelSpec,
@@ -75,7 +77,10 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return self.spec.name if self.holdout is None else f"{self.spec.name}-holdout{self.holdout}"
+        """``<model>[-holdout<C>][-seed<s>]``: seed 0 keeps the plain name of earlier versions."""
+        name = self.spec.name if self.holdout is None else f"{self.spec.name}-holdout{self.holdout}"
+        seed = self.cfg.train.seed
+        return name if seed == 0 else f"{name}-seed{seed}"
 
 
 @dataclass
@@ -213,25 +218,27 @@ def _train(
 
 def _evaluate(
     run_dir: Path,
-    metric: str,
+    column: str,
     request: dict[str, Any],
     iteration: int,
     tag: str,
     echo: Callable[[str], None],
     progress: bool,
 ) -> dict[str, Any]:
-    """``evaluate_run`` unless ``eval/<metric>.json`` already answers the same request."""
-    path = report_path(run_dir, metric)
+    """``evaluate_run`` of a column (:data:`~latent_ebm.experiments.tables.COLUMNS`) unless
+    ``eval/<column>.json`` already answers the same request."""
+    metric = COLUMNS[column].metric
+    path = report_path(run_dir, column)
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("request") == request and old.get("iteration") == iteration:
-            echo(f"{tag}: {metric} = {format_cell(metric, old)} (evaluated earlier)")
+            echo(f"{tag}: {column} = {format_cell(column, old)} (evaluated earlier)")
             return old
-    echo(f"{tag}: evaluating {metric} ...")
-    report = evaluate_run(run_dir, metric, **request, progress=progress)
+    echo(f"{tag}: evaluating {column} ...")
+    report = evaluate_run(run_dir, metric, **request, progress=progress, name=column)
     report["request"] = request  # what reproduce asked for, to reuse the report on a rerun
-    write_report(run_dir, metric, report)
-    echo(f"{tag}: {metric} = {format_cell(metric, report)}")
+    write_report(run_dir, column, report)
+    echo(f"{tag}: {column} = {format_cell(column, report)}")
     return report
 
 
@@ -243,7 +250,7 @@ def reproduce(
     scale: str = "cpu",
     holdout: Sequence[int] | None = None,
     fid_n: int | None = None,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     features: str = "classifier",
     weights: str | Path | None = None,
     data_dir: str | Path | None = None,
@@ -261,7 +268,8 @@ def reproduce(
         scale: ``paper``, ``cpu`` or ``tiny`` (:data:`SCALES`).
         holdout: ``anomaly``: the held-out classes (default: the scale's).
         fid_n: generated images of the FID (default: the scale's).
-        seed: training seed of every model (``train.seed``) and evaluation seed.
+        seeds: every model is trained once per seed (``train.seed``, also the evaluation
+            seed); the table gives the mean and standard error over them.
         features: FID features, ``classifier`` (offline) or ``inception`` (needs ``weights``).
         weights: the FID Inception weights file.
         data_dir: folder of the data files.
@@ -272,20 +280,13 @@ def reproduce(
     Returns:
         The table (Markdown), the raw numbers and the paths of both files.
     """
-    runs = experiment_runs(
-        experiment,
-        dataset,
-        scale,
-        seed=seed,
-        holdout=holdout,
-        data_dir=data_dir,
-        overrides=overrides,
-    )
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds:
+        raise LatentEBMError("--seeds needs at least one seed")
+    where = {"holdout": holdout, "data_dir": data_dir, "overrides": overrides}
+    runs = [r for s in seeds for r in experiment_runs(experiment, dataset, scale, seed=s, **where)]
     exp, sc = EXPERIMENTS[experiment], SCALES[scale]
-    requests: dict[str, dict[str, Any]] = {
-        "recon": {"seed": seed},
-        "anomaly": {"seed": seed, "last": sc["last"]},
-    }
+    base: dict[str, dict[str, Any]] = {"recon": {}, "anomaly": {"last": sc["last"]}}
     if "fid" in exp.metrics:
         fid_n = sc["fid_n"] if fid_n is None else fid_n
         if fid_n < 2:
@@ -294,30 +295,33 @@ def reproduce(
         if features == "inception" and (weights is None or not Path(weights).is_file()):
             raise LatentEBMError("--features inception needs --weights PATH, an existing file")
         w = None if weights is None else str(weights)
-        requests["fid"] = {"seed": seed, "n": fid_n, "features": features, "weights": w}
+        base["fid"] = {"n": fid_n, "features": features, "weights": w}
     elif fid_n is not None or weights is not None:
         raise LatentEBMError(f"--fid-n and --weights do not apply to '{experiment}' (no FID)")
     command = _command(
-        experiment, out, dataset, scale, seed, runs, requests.get("fid"), data_dir, overrides
+        experiment, out, dataset, scale, seeds, runs, base.get("fid"), data_dir, overrides
     )
 
     out = Path(out)
     cfg = runs[0].cfg
     echo(
         f"{experiment}: {len(runs)} models of {cfg.train.iters} iterations on {dataset} "
-        f"({scale} scale, seed {seed}) -> {out / 'runs'}"
+        f"({scale} scale, seeds {', '.join(map(str, seeds))}) -> {out / 'runs'}"
     )
     rows = []
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {run.spec.label}"
+        if len(seeds) > 1:
+            tag += f", seed {run.cfg.train.seed}"
         if run.holdout is not None:
             tag += f", held-out class {run.holdout}"
         run_dir = out / "runs" / run.name
         state = _train(run, run_dir, tag, progress, echo)
-        reports = {
-            m: _evaluate(run_dir, m, requests[m], state["iteration"], tag, echo, progress)
-            for m in exp.metrics
-        }
+        reports = {}
+        for c in exp.columns:
+            col = COLUMNS[c]
+            request = {**base[col.metric], **dict(col.request), "seed": run.cfg.train.seed}
+            reports[c] = _evaluate(run_dir, c, request, state["iteration"], tag, echo, progress)
         rows.append(
             {
                 "name": run.name,
@@ -325,6 +329,7 @@ def reproduce(
                 "kind": run.spec.kind,
                 "stages": run.spec.stages,
                 "holdout": run.holdout,
+                "seed": run.cfg.train.seed,
                 "run": str(run_dir),
                 "iterations": state["iteration"],
                 "train_time_s": round(state["elapsed"], 1),
@@ -339,10 +344,10 @@ def reproduce(
         "title": exp.title,
         "dataset": dataset,
         "scale": scale,
-        "seed": seed,
+        "seeds": seeds,
         "command": command,
         "overrides": list(overrides),
-        "fid": requests.get("fid"),
+        "fid": base.get("fid"),
         "base_config": config_to_dict(cfg),
         "models": rows,
     }
@@ -359,7 +364,7 @@ def _command(
     out: str | Path,
     dataset: str,
     scale: str,
-    seed: int,
+    seeds: list[int],
     runs: list[PlannedRun],
     fid: dict[str, Any] | None,
     data_dir: str | Path | None,
@@ -367,7 +372,13 @@ def _command(
 ) -> str:
     """The full command line (every default spelled out) that reproduces the table."""
     args = ["latent-ebm", "reproduce", experiment, "--dataset", dataset, "--scale", scale]
-    args += ["--out", str(out), "--seed", str(seed)]
+    args += ["--out", str(out)]
+    if len(seeds) == 1:
+        args += ["--seed", str(seeds[0])]
+    elif seeds == list(range(len(seeds))):
+        args += ["--seeds", str(len(seeds))]
+    else:  # several values are the seeds themselves (one value N means 0..N-1)
+        args += ["--seeds", *map(str, seeds)]
     classes = list(dict.fromkeys(r.holdout for r in runs if r.holdout is not None))
     if classes:
         args += ["--holdout", *map(str, classes)]

@@ -21,9 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latent_ebm.experiments.stats import (
+    CRITERION,
+    Summary,
+    beats,
+    no_worse,
+    summarize,
+    within,
+)
+
 __all__ = [
+    "COLUMNS",
     "EXPERIMENTS",
     "SCALES",
+    "Claim",
+    "Column",
     "Experiment",
     "ModelSpec",
     "format_cell",
@@ -47,6 +59,10 @@ SCALES: dict[str, dict[str, Any]] = {
         "holdout": (0, 1, 2),
         "last": 10,
     },
+    # The digits preset's schedule: 1,500 iterations of batch 100 are about 100 epochs of the
+    # 1,437 training digits, so K=4 stages last about 25 epochs each, the paper's stage length
+    # (A.3), and a whole table takes minutes a seed.
+    "digits": {"preset": "digits", "set": (), "fid_n": 5_000, "holdout": (0, 1, 2), "last": 10},
     # A smoke test: tiny networks, a few iterations, short chains (seconds a model on digits).
     "tiny": {
         "preset": None,
@@ -136,46 +152,109 @@ LEBM = ModelSpec(
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column of a table: ``metric`` of :func:`latent_ebm.evaluation.evaluate_run` with the
+    keyword arguments ``request`` (e.g. 500 test-time steps), saved as ``eval/<key>.json``."""
+
+    key: str
+    metric: str
+    heading: str
+    digits: int
+    request: tuple[tuple[str, object], ...] = ()
+    lower_is_better: bool = True
+
+
+COLUMNS: dict[str, Column] = {
+    c.key: c
+    for c in (
+        Column("recon", "recon", "recon MSE (↓)", 4),
+        Column("fid", "fid", "FID (↓)", 2),
+        Column("fid500", "fid", "FID, 500 steps (↓)", 2, (("steps", 500),)),
+        Column("fid-sir", "fid", "FID, SIR (↓)", 2, (("method", "sir"),)),
+        Column("anomaly", "anomaly", "AUPRC (↑)", 3, lower_is_better=False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An ordering the paper claims: ``a`` beats (or is no worse than) ``b`` on ``column``;
+    ``kind`` ``within``: ``a``'s ``column`` is within 10% of its ``b`` column (``b`` a column
+    key, e.g. FID at 500 steps against FID at 100)."""
+
+    a: str
+    b: str
+    column: str
+    kind: str = "beats"  # beats | no worse | within
+
+    def text(self) -> str:
+        if self.kind == "within":
+            return (
+                f"{self.a}: {COLUMNS[self.column].heading} within 10% of {COLUMNS[self.b].heading}"
+            )
+        return f"{self.a} {self.kind} {self.b} ({COLUMNS[self.column].heading})"
+
+
+@dataclass(frozen=True)
 class Experiment:
-    """A table of the paper: its models and metrics; ``per_class``: one run per held-out class."""
+    """A table of the paper: its models, columns and claims; ``per_class``: one run per
+    held-out class."""
 
     title: str
     models: tuple[ModelSpec, ...]
-    metrics: tuple[str, ...]
+    columns: tuple[str, ...]
+    claims: tuple[Claim, ...] = ()
     per_class: bool = False
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics its columns evaluate."""
+        return tuple(dict.fromkeys(COLUMNS[c].metric for c in self.columns))
 
+
+_K4 = "adaptive K=4"
 EXPERIMENTS: dict[str, Experiment] = {
     "stages": Experiment(
         "Table 3, first part: number of stages of the adaptive prior (0: Gaussian prior)",
         (GAUSSIAN, *(_adaptive(k) for k in (1, 2, 4, 8))),
         ("recon", "fid"),
+        (
+            Claim("adaptive K=2", "nce", "fid", "no worse"),
+            Claim(_K4, "adaptive K=2", "fid", "no worse"),
+        ),
     ),
     "adaptive": Experiment(
         "Table 3, second part: adaptive vs non-adaptive (TRE) multi-stage estimation",
         tuple(f(k) for f in (_adaptive, _tre) for k in (1, 2, 4, 8)),
         ("recon", "fid"),
+        tuple(Claim(f"adaptive K={k}", f"tre K={k}", "fid") for k in (2, 4, 8)),
     ),
     "compare": Experiment(
         "Table 1: every prior on the same generator",
         (GAUSSIAN, NCE, _adaptive(4), _tre(4), LEBM),
-        ("recon", "fid"),
+        ("recon", "fid", "fid500", "fid-sir"),
+        (
+            *(Claim(_K4, m.label, "fid") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
+            *(Claim(_K4, m.label, "recon", "no worse") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
+            *(
+                Claim(m.label, "fid", "fid500", "within")
+                for m in (GAUSSIAN, NCE, _adaptive(4), _tre(4), LEBM)
+            ),
+        ),
     ),
     "anomaly": Experiment(
         "Table 2: anomaly detection, AUPRC with the held-out class as anomalous",
         (_adaptive(4), LEBM),
         ("anomaly",),
+        (Claim(_K4, "lebm", "anomaly"),),
         per_class=True,
     ),
 }
 
-_HEADINGS = {"recon": "recon MSE (↓)", "fid": "FID (↓)"}
-_DIGITS = {"recon": 4, "fid": 2, "anomaly": 3}  # decimals of a table cell
 
-
-def format_cell(metric: str, report: dict[str, Any]) -> str:
-    """A report's value (``value ± std`` when it has a spread) at the metric's precision."""
-    d = _DIGITS[metric]
+def format_cell(column: str, report: dict[str, Any]) -> str:
+    """A report's value (``value ± std`` when it has a spread) at the column's precision."""
+    d = COLUMNS[column].digits
     spread = f" ± {report['std']:.{d}f}" if "std" in report else ""
     return f"{report['value']:.{d}f}{spread}"
 
@@ -184,22 +263,68 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, int | None], list[dict[str, Any]]]:
+    """The runs of each (model, held-out class), over seeds, in table order."""
+    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["label"], r["holdout"]), []).append(r)
+    return groups
+
+
+def _cell(runs: list[dict[str, Any]], column: str) -> str:
+    """One seed: the report's value (with its spread over snapshots); several: mean ± SE."""
+    if len(runs) == 1:
+        return format_cell(column, runs[0]["reports"][column])
+    values = [r["reports"][column]["value"] for r in runs]
+    return summarize(values).format(COLUMNS[column].digits)
+
+
+def _claim_rows(exp: Experiment, groups: dict[tuple[str, int | None], list]) -> list[str]:
+    """One table row per claim (per held-out class in ``anomaly``): difference and verdict."""
+    lines = ["| claim | difference (mean ± SE) | verdict |", "|---|---|---|"]
+    for c in exp.claims:
+        col = COLUMNS[c.column]
+        for held in dict.fromkeys(h for _, h in groups):
+            a = groups.get((c.a, held), [])
+            where = "" if held is None else f", held-out {held}"
+            if c.kind == "within":
+                ratios = [r["reports"][c.column]["value"] / r["reports"][c.b]["value"] for r in a]
+                s, verdict = within(ratios)
+                lines.append(f"| {c.text()}{where} | ratio {s.format(3)} | {verdict} |")
+                continue
+            b = groups.get((c.b, held), [])
+            sa, sb = (summarize([r["reports"][c.column]["value"] for r in g]) for g in (a, b))
+            verdict = (beats if c.kind == "beats" else no_worse)(sa, sb, col.lower_is_better)
+            # The difference a - b and its standard error.
+            diff = Summary(sa.mean - sb.mean, (sa.se**2 + sb.se**2) ** 0.5, min(sa.n, sb.n))
+            lines.append(f"| {c.text()}{where} | {diff.format(col.digits)} | {verdict} |")
+    return lines
+
+
 def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
-    """The table shaped like the paper's: rows = models, columns = metrics (or classes).
+    """The table shaped like the paper's: rows = models, columns = metrics (or classes), each
+    cell the mean ± standard error over the seeds; then the claims and their verdicts.
 
     ``results``: the raw numbers of an experiment, as
     :func:`latent_ebm.experiments.reproduction.reproduce` writes them to ``<experiment>.json``.
     """
     cfg, rows = results["base_config"], results["models"]
     t, m = cfg["train"], cfg["model"]
+    seeds = results["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     lines = [
         f"## {results['title']}",
         "",
         f"Data set `{results['dataset']}`, scale `{results['scale']}`: {t['iters']:,} "
-        f"iterations of batch {t['batch_size']}, seed {results['seed']}; generator nz "
+        f"iterations of batch {t['batch_size']}, {seed_text}; generator nz "
         f"{m['nz']} / ngf {m['ngf']}; posterior chain {t['post_steps']} steps of "
         f"{t['post_step_size']}." + "".join(f" Every model: `{o}`." for o in results["overrides"]),
     ]
+    if len(seeds) > 1:
+        lines.append(
+            f"Cells: mean ± standard error over the {len(seeds)} seeds (training and evaluation "
+            "seed of each run)."
+        )
     fid = results["fid"]
     if fid is not None:
         feats = rows[0]["reports"]["fid"]["features"]
@@ -208,39 +333,45 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         )
         lines.append(
             f"FID: {fid['features']} features{extra}, {fid['n']:,} generated images (prior "
-            "Langevin chain) against the training split. Recon MSE: per pixel in [-1, 1] on "
-            f"the test split ({rows[0]['reports']['recon']['n']:,} images)."
+            "Langevin chain of the run's `sample.steps`, unless the column says otherwise) "
+            "against the training split. Recon MSE: per pixel in [-1, 1] on the test split "
+            f"({rows[0]['reports']['recon']['n']:,} images)."
         )
     else:
         r = rows[0]["reports"]["anomaly"]
         lines.append(
-            f"AUPRC: score -log p(x, z) at a posterior sample, mean ± std over the last "
-            f"{r['settings']['evaluations']} model snapshots of each run."
+            f"AUPRC: score -log p(x, z) at a posterior sample, the mean over the last "
+            f"{r['settings']['evaluations']} model snapshots of each run"
+            + (" (± their std, one seed)." if len(seeds) == 1 else ".")
         )
     lines += ["", f"Command: `{results['command']}`", ""]
 
+    groups = _groups(rows)
     if exp.per_class:
-        classes = list(dict.fromkeys(r["holdout"] for r in rows))
+        classes = list(dict.fromkeys(h for _, h in groups))
         lines.append(
             "| model | " + " | ".join(f"held-out {c}" for c in classes) + " | train time |"
         )
         lines.append("|---" * (len(classes) + 2) + "|")
-        for label in dict.fromkeys(r["label"] for r in rows):
-            mine = {r["holdout"]: r for r in rows if r["label"] == label}
-            cells = [format_cell("anomaly", mine[c]["reports"]["anomaly"]) for c in classes]
-            total = sum(r["train_time_s"] for r in mine.values())
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_duration(total)} |")
+        for label in dict.fromkeys(lab for lab, _ in groups):
+            cells = [_cell(groups[(label, c)], "anomaly") for c in classes]
+            total = sum(r["train_time_s"] for c in classes for r in groups[(label, c)])
+            lines.append(
+                f"| {label} | " + " | ".join(cells) + f" | {_duration(total / len(seeds))} |"
+            )
     else:
-        heads = [_HEADINGS[k] for k in exp.metrics]
+        heads = [COLUMNS[k].heading for k in exp.columns]
         lines.append("| model | prior | stages | " + " | ".join(heads) + " | train time |")
         lines.append("|---" * (len(heads) + 4) + "|")
-        for r in rows:
-            cells = [format_cell(k, r["reports"][k]) for k in exp.metrics]
+        for runs in groups.values():
+            r = runs[0]
+            cells = [_cell(runs, k) for k in exp.columns]
             stages = "-" if r["stages"] is None else str(r["stages"])
+            mean_time = sum(x["train_time_s"] for x in runs) / len(runs)
             lines.append(
                 f"| {r['label']} | {r['kind']} | {stages} | "
                 + " | ".join(cells)
-                + f" | {_duration(r['train_time_s'])} |"
+                + f" | {_duration(mean_time)} |"
             )
 
     notes = [
@@ -248,9 +379,13 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
     ]
     notes += [n for n in dict.fromkeys(r["note"] for r in rows) if n]
     notes.append(
-        f"runs in `{Path(rows[0]['run']).parent}/<model>/`, reports in their `eval/*.json`; "
-        "train time is each run's training wall time"
+        f"runs in `{Path(rows[0]['run']).parent}/<model>/` (`<model>-seed<s>/` for seed s > 0), "
+        "reports in their `eval/*.json`; train time is each run's training wall time"
         + (" summed over classes" if exp.per_class else "")
+        + (", averaged over seeds" if len(seeds) > 1 else "")
     )
     lines += ["", "Notes: " + "; ".join(notes) + ".", ""]
+    if exp.claims:
+        lines += ["Claims of the paper, tested here:", "", *_claim_rows(exp, groups), ""]
+        lines += [CRITERION, ""]
     return "\n".join(lines)
