@@ -190,7 +190,7 @@ def _enospc(*args, **kwargs):
     ("command", "written"),
     [
         (["eval", "{run}", "--metric", "recon", "--no-progress"], "eval/recon.json"),
-        (["sample", "{run}", "--n", "4"], "samples/langevin.png"),
+        (["sample", "{run}", "--n", "4", "--no-progress"], "samples/langevin.png"),
     ],
 )
 def test_eval_and_sample_on_a_full_disk_leave_no_empty_file(
@@ -239,16 +239,16 @@ def _hold_lock(run: Path):
 def test_a_second_writer_is_refused_and_changes_nothing(tmp_path, capsys, extra):
     run = tmp_path / "run"
     assert _train(run, capsys, "--max-iters", "4")[0] == 0
+    held = _hold_lock(run)  # what a live `train` holds: the lock, with its pid
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    held = _hold_lock(run)
     try:
         code, _, err = run_cli(
             ["train", "--out", run, "--no-progress", "--no-eval", *extra], capsys
         )
+        after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     finally:
         held.close()
     _assert_one_line(code, err, "4242")
-    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before
     # Readers do not need the lock; once it is released, the resume works.
     code, _, err = run_cli(
@@ -294,7 +294,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(tmp_path, capsys, extra)
 def test_bad_values_are_refused_before_any_work(
     tiny_run, tmp_path, capsys, monkeypatch, args, expected
 ):
-    import latent_ebm.evaluation as evaluation
+    import latent_ebm.evaluation.classifier as classifier
 
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "binary").write_bytes(bytes(range(256)) * 4)
@@ -303,7 +303,7 @@ def test_bad_values_are_refused_before_any_work(
     def no_work(*a, **k):
         raise AssertionError("work started before the input was validated")
 
-    monkeypatch.setattr(evaluation, "classifier_features", no_work, raising=False)
+    monkeypatch.setattr(classifier, "classifier_features", no_work)
     args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(tiny_run)) for a in args]
     if args[0] == "train":
         args = [*args, "--no-progress", "--no-eval", *SETS]
