@@ -4,6 +4,8 @@ multi-stage density ratio estimation (Xiao & Han)."""
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 # Names are imported when first used (PEP 562), so that ``import latent_ebm`` (and so the
@@ -51,6 +53,20 @@ if TYPE_CHECKING:
     )
     from latent_ebm.rundir import load_run
     from latent_ebm.train import train
+
+
+class _Package(types.ModuleType):
+    """This package: importing the submodule ``train`` (or ``langevin``) binds it on the
+    package, over the function of the same name; the function is kept, as an eager
+    ``from latent_ebm.train import train`` left it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

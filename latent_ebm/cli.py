@@ -189,16 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_config_file(path: Path) -> None:
     """``--config`` names a readable text file."""
-    if path.is_dir():
-        raise LatentEBMError(f"--config {path} is a folder; give a YAML file")
     try:
         path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise LatentEBMError(f"--config {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise LatentEBMError(f"--config {path} is not a text (YAML) file") from None
-    except OSError as e:
-        raise LatentEBMError(f"--config {path} is unreadable ({e.strerror or e})") from None
+        return  # resolve_config's message
+    except (OSError, UnicodeDecodeError) as e:
+        text = isinstance(e, UnicodeDecodeError)
+        why = "is not a text (YAML) file" if text else f"is unreadable ({e.strerror or e})"
+        raise LatentEBMError(f"--config {path} {why}") from None
 
 
 def _train_config(args: argparse.Namespace) -> Config | None:
@@ -374,16 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     A user error is one line ``error: ...`` and status 1; Ctrl-C (SIGINT) at any point,
     imports included, is one line and status 130 (during training, after a checkpoint).
     """
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def _main(argv: list[str] | None) -> int:
-    warnings.formatwarning = _warning_line  # type: ignore[assignment]
-    args = build_parser().parse_args(argv)
     commands = {
         "train": _cmd_train,
         "sample": _cmd_sample,
@@ -393,6 +381,8 @@ def _main(argv: list[str] | None) -> int:
         "bench": _cmd_bench,
     }
     try:
+        warnings.formatwarning = _warning_line  # type: ignore[assignment]
+        args = build_parser().parse_args(argv)
         commands[args.command](args)
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
@@ -400,6 +390,9 @@ def _main(argv: list[str] | None) -> int:
     except LatentEBMError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

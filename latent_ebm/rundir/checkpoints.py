@@ -21,11 +21,11 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def kept_checkpoint(run_dir: Path, iteration: int) -> str:
-    """What a failed run keeps: ``"the checkpoint of iteration N in DIR is kept"`` for the
-    last one written (``iteration``), or that there is none (``iteration`` 0)."""
+    """What a failed run keeps: ``"the checkpoint of iteration N is intact (DIR)"`` for the
+    last one written (``iteration``), or ``"no checkpoint was written"`` (``iteration`` 0)."""
     if iteration == 0 or not (run_dir / CHECKPOINT).exists():
         return f"no checkpoint was written in {run_dir}"
-    return f"the last good checkpoint (iteration {iteration}) is kept in {run_dir}"
+    return f"the checkpoint of iteration {iteration} is intact ({run_dir / CHECKPOINT})"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], kept: str) -> None:
