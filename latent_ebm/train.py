@@ -251,9 +251,7 @@ def _train_locked(
                 if done == iters:  # the last transition: every ratio joins the prior
                     model.prior.set_stage(stage_of(iters, iters, stages), bank)
                 if main:
-                    rundir.save_checkpoint(
-                        ckpt_path, checkpoint_state(done), rundir.kept_checkpoint(out, last_saved)
-                    )
+                    rundir.save_checkpoint(ckpt_path, checkpoint_state(done), last_saved)
                 last_saved = done
             kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
             if kept and main:
@@ -263,7 +261,7 @@ def _train_locked(
                     "shape": data.shape,
                     "model": model.state_dict(),
                 }
-                rundir.save_snapshot(out, keep, rundir.kept_checkpoint(out, last_saved))
+                rundir.save_snapshot(out, keep, last_saved)
             if signum:
                 bar.close()
                 distributed.barrier()  # the checkpoint exists before any process exits

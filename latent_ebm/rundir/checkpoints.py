@@ -21,22 +21,29 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def kept_checkpoint(run_dir: Path, iteration: int) -> str:
-    """What a failed run keeps: ``"the checkpoint of iteration N is intact (DIR)"`` for the
-    last one written (``iteration``), or ``"no checkpoint was written"`` (``iteration`` 0)."""
+    """What a failed run keeps: ``"the last good checkpoint (iteration N) is kept in DIR"`` for
+    the last one written (``iteration``), or ``"no checkpoint was written"`` (``iteration``
+    0)."""
     if iteration == 0 or not (run_dir / CHECKPOINT).exists():
         return f"no checkpoint was written in {run_dir}"
-    return f"the checkpoint of iteration {iteration} is intact ({run_dir / CHECKPOINT})"
+    return f"the last good checkpoint (iteration {iteration}) is kept in {run_dir}"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any], kept: str) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any], last_good: int) -> None:
     """:func:`latent_ebm.files.save_atomic` of a state with finite parameters.
 
-    ``kept`` completes a failure's message: what the run keeps (:func:`kept_checkpoint`).
+    ``last_good`` is the iteration of the last checkpoint written (0: none), named in a
+    failure's message.
 
     Raises:
         LatentEBMError: ``state["model"]`` holds a NaN or Inf (nothing is written), or the
             write failed (e.g. a full disk; the file at ``path`` is untouched).
     """
+    kept = (
+        f"the checkpoint at iteration {last_good} is intact"
+        if last_good
+        else "no checkpoint was written"
+    )
     bad = non_finite(state["model"])
     if bad:
         raise LatentEBMError(
@@ -105,15 +112,15 @@ def load_model_state(model: LatentEBM, state: dict[str, Any], path: Path) -> Non
         )
 
 
-def save_snapshot(run_dir: Path, state: dict[str, Any], kept: str) -> Path:
+def save_snapshot(run_dir: Path, state: dict[str, Any], last_good: int) -> Path:
     """Keep the model state ``state`` of iteration ``state["iteration"]`` in ``snapshots/``.
 
-    ``kept`` completes a failure's message (:func:`save_checkpoint`). Returns the snapshot's
-    path.
+    ``last_good`` is the iteration of the last checkpoint, named if the write fails
+    (:func:`save_checkpoint`). Returns the snapshot's path.
     """
     (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
     path = run_dir / SNAPSHOTS / f"model-{state['iteration']:07d}.pt"
-    save_checkpoint(path, state, kept)
+    save_checkpoint(path, state, last_good)
     return path
 
 
