@@ -98,8 +98,9 @@ def read_run_config(run_dir: Path) -> Config:
 
 class RunLock:
     """The exclusive lock of a run directory's one writer: ``fcntl.flock`` on ``DIR/.lock``,
-    which holds the writer's process id. The OS releases it when the process ends, however it
-    ends; the file stays (hidden, and not counted as content of the run directory).
+    which holds the writer's process id while it runs. The OS releases the lock when the
+    process ends, however it ends; :meth:`release` also removes the file (a file left by a
+    killed writer holds a stale id and is simply locked again).
 
     Raises:
         LatentEBMError: another process holds it (naming that process).
@@ -108,25 +109,39 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK
         self.made_dir = False  # set by open_run_dir: the folder was made by this run
-        self._file = self.path.open("a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            pid = self._file.read().strip() or "(unknown)"
-            self._file.close()
-            raise LatentEBMError(
-                f"run directory {run_dir} is in use by process {pid}, which holds its lock "
-                f"{self.path}; wait for that training to end (or stop it), then retry"
-            ) from None
+        while True:
+            self._file = self.path.open("a+")
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.seek(0)
+                pid = self._file.read().strip() or "(unknown)"
+                self._file.close()
+                raise LatentEBMError(
+                    f"run directory {run_dir} is in use by process {pid}, which holds its "
+                    f"lock {self.path}; wait for that training to end (or stop it), then retry"
+                ) from None
+            if self._is_current():
+                break
+            self._file.close()  # a releasing holder removed the file we locked: again
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"{os.getpid()}\n")
         self._file.flush()
 
+    def _is_current(self) -> bool:
+        """Whether the locked file is still the one at :attr:`path`."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
-        """Release the lock (closing its file); a second call does nothing."""
-        self._file.close()
+        """Remove the lock file and release the lock; a second call does nothing."""
+        if not self._file.closed:
+            if self._is_current():
+                self.path.unlink()
+            self._file.close()
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
