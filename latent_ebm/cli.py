@@ -19,9 +19,13 @@ import typing
 import warnings
 from pathlib import Path
 
-from latent_ebm.config import PRESETS, Config, config_to_dict, resolve_config
 from latent_ebm.errors import LatentEBMError, TrainingInterrupted
-from latent_ebm.precision import PRECISIONS
+
+if typing.TYPE_CHECKING:
+    from latent_ebm.config import Config
+
+# The imports of torch and the library happen inside main() (in build_parser and each
+# command), so that Ctrl-C during them is the one-line exit 130, not a traceback.
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +50,9 @@ def _add_set(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from latent_ebm.config import PRESETS
+    from latent_ebm.precision import PRECISIONS
+
     parser = _Parser(
         prog="latent-ebm",
         description="Generator models with a latent EBM prior learned by adaptive multi-stage "
@@ -99,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--proposals", type=int, default=10, help="SIR proposals per sample (M)")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--out", type=Path, help="output prefix (default RUN/samples/<method>)")
+    s.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
+    )
 
     e = sub.add_parser("eval", help="evaluate a trained run: recon, fid or anomaly")
     e.add_argument("run", type=Path, help="run directory")
@@ -185,7 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_config_file(path: Path) -> None:
+    """``--config`` names a readable text file."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return  # resolve_config's message
+    except (OSError, UnicodeDecodeError) as e:
+        text = isinstance(e, UnicodeDecodeError)
+        why = "is not a text (YAML) file" if text else f"is unreadable ({e.strerror or e})"
+        raise LatentEBMError(f"--config {path} {why}") from None
+
+
 def _train_config(args: argparse.Namespace) -> Config | None:
+    from latent_ebm.config import resolve_config
+
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
@@ -200,6 +224,8 @@ def _train_config(args: argparse.Namespace) -> Config | None:
                 "--config, --set, --seed, --data-dir and --force"
             )
         return None
+    if args.config is not None:
+        _check_config_file(args.config)
     return resolve_config(args.preset or "digits", args.config, overrides)
 
 
@@ -240,6 +266,7 @@ def _dry_run(cfg: Config, throughput: str | None) -> None:
     """Print the resolved config and what training it costs, without the data files."""
     import yaml
 
+    from latent_ebm.config import config_to_dict, validate
     from latent_ebm.data import dataset_info
     from latent_ebm.experiments import describe, parse_rate
 
@@ -248,6 +275,7 @@ def _dry_run(cfg: Config, throughput: str | None) -> None:
     except ValueError as e:
         raise LatentEBMError(f"--throughput: {e}") from None
     shape, num_train = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
+    validate(cfg, shape=shape)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
     print(describe(cfg, shape, num_train, rate))
 
@@ -330,6 +358,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
+    from latent_ebm.config import resolve_config
     from latent_ebm.experiments import bench, compare_precisions, format_comparison, format_report
 
     preset = args.preset or "digits"
@@ -366,9 +395,11 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: object
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``latent-ebm`` console script; returns the exit status."""
-    warnings.formatwarning = _warning_line  # type: ignore[assignment]
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``latent-ebm`` console script; returns the exit status.
+
+    A user error is one line ``error: ...`` and status 1; Ctrl-C (SIGINT) at any point,
+    imports included, is one line and status 130 (during training, after a checkpoint).
+    """
     commands = {
         "train": _cmd_train,
         "sample": _cmd_sample,
@@ -378,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
     }
     try:
+        warnings.formatwarning = _warning_line  # type: ignore[assignment]
+        args = build_parser().parse_args(argv)
         commands[args.command](args)
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -21,11 +22,14 @@ import yaml
 
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.files import write_atomic
+from latent_ebm.nets import GENERATOR_FAMILIES
 from latent_ebm.precision import PRECISIONS
 from latent_ebm.priors import PRIORS
 
 __all__ = [
     "PRESETS",
+    "SEED_LIMIT",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -33,6 +37,8 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_device",
+    "check_seed",
     "config_from_dict",
     "config_to_dict",
     "keep_holdout_snapshots",
@@ -142,8 +148,39 @@ _NON_NEGATIVE = (
     "prior.prior_steps",
     "train.post_steps",
     "train.warm_steps",
+    "train.keep_every",
     "sample.steps",
 )
+
+# Seeds lie in [0, 2**63): torch.manual_seed and numpy's SeedSequence take them, and they fit
+# an int64 tensor.
+SEED_LIMIT = 2**63
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_seed(seed: Any, name: str) -> int:
+    """``seed`` when it is an integer in ``[0, 2**63)``; ``name`` names it in the message
+    (``"--seed"``, ``"config field 'train.seed'"``).
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise LatentEBMError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def check_device(device: Any, name: str) -> str:
+    """``device`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``name`` names it in the
+    message (``"--device"``, ``"config field 'train.device'"``). Whether a GPU is present is
+    :func:`latent_ebm.distributed.resolve_device`'s check.
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise LatentEBMError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
 
 
 def _preset_dir() -> Path:
@@ -210,6 +247,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         d = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise LatentEBMError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise LatentEBMError(f"config file {path} is a folder, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise LatentEBMError(f"config file {path} is not a text (YAML) file") from None
+    except OSError as e:
+        raise LatentEBMError(f"config file {path} is unreadable ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
         raise LatentEBMError(f"config file {path} is not valid YAML: {first}") from None
@@ -243,12 +286,15 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(nested, cfg)
 
 
-def validate(cfg: Config, num_train: int | None = None) -> Config:
+def validate(
+    cfg: Config, num_train: int | None = None, shape: tuple[int, int, int] | None = None
+) -> Config:
     """Check choices and ranges; raise ``LatentEBMError`` naming the first bad field.
 
-    With ``num_train`` (training-set size) it also warns when a stage of the persistent
-    prior-sample mode lasts less than an epoch (ARCHITECTURE §3: rows never visited in a stage
-    would still hold samples from an earlier stage).
+    With ``num_train`` (training-set size) it also checks the batch size against it and warns
+    when a stage of the persistent prior-sample mode lasts less than an epoch (ARCHITECTURE
+    §3: rows never visited in a stage would still hold samples from an earlier stage). With
+    ``shape`` (the data's ``(C, H, W)``) it checks that ``model.arch`` has a generator for it.
     """
     flat = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
     for name, choices in _CHOICES.items():
@@ -262,10 +308,14 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
     for name in _NON_NEGATIVE:
         if flat[name] < 0:
             raise LatentEBMError(f"config field '{name}' must be >= 0, got {flat[name]!r}")
+    check_seed(cfg.train.seed, "config field 'train.seed'")
+    check_device(cfg.train.device, "config field 'train.device'")
     if cfg.data.size is not None and cfg.data.size < 1:
         raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if shape is not None:
+        _check_arch(cfg, shape)
     PRIORS[cfg.prior.kind].check_config(cfg)
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
@@ -290,6 +340,22 @@ def validate(cfg: Config, num_train: int | None = None) -> Config:
                 stacklevel=2,
             )
     return cfg
+
+
+def _check_arch(cfg: Config, shape: tuple[int, int, int]) -> None:
+    """``model.arch`` has a generator for images of ``shape`` (ARCHITECTURE §5)."""
+    _, h, w = shape
+    sizes = ", ".join(f"{k}x{k}" for k in GENERATOR_FAMILIES if k.isdigit())
+    if h != w or (cfg.model.arch == "auto" and str(h) not in GENERATOR_FAMILIES):
+        raise LatentEBMError(
+            f"{cfg.data.name} images are {h}x{w}: no generator for that size (sizes: {sizes}); "
+            "set data.size to one of them"
+        )
+    if cfg.model.arch == "cifar10" and (h, w) != (32, 32):
+        raise LatentEBMError(
+            f"config field 'model.arch' is cifar10, the generator of 32x32 images, but "
+            f"{cfg.data.name} images are {h}x{w}: use model.arch=auto"
+        )
 
 
 def num_stages(cfg: Config) -> int:
@@ -323,8 +389,9 @@ def keep_holdout_snapshots(cfg: Config) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``config.yaml``."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write ``config.yaml`` (atomically: a crash leaves the old file or the new one)."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_config(path: str | Path) -> Config:

@@ -147,13 +147,24 @@ def in_process_group(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device of a config's ``train.device``: ``auto`` is CUDA when a GPU is present,
-    else the CPU. :func:`local_device` then picks this process's GPU."""
+def resolve_device(name: str, option: str = "config field 'train.device'") -> torch.device:
+    """The device that ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) names: ``auto`` is
+    CUDA when a GPU is present, else the CPU. :func:`local_device` then picks this process's
+    GPU. ``option`` names where ``name`` came from in the message.
+
+    Raises:
+        LatentEBMError: a CUDA device without a GPU, or a GPU index that is not present.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LatentEBMError(f"config field 'train.device' is '{name}' but no GPU is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LatentEBMError(f"{option} is '{name}' but no GPU is available")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise LatentEBMError(
+                f"{option} is '{name}' but there are {torch.cuda.device_count()} GPUs"
+            )
     return torch.device(name)
 
 

@@ -9,6 +9,7 @@ an uninterrupted one. Under ``torchrun`` the processes split each global batch a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -18,7 +19,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -81,24 +81,72 @@ def train(
     Returns:
         The trained model.
 
+    Everything that needs no run directory is checked first (the config, ``out``, the data
+    set and the config against it); then rank 0 takes the run directory's lock
+    (:class:`latent_ebm.rundir.RunLock`) and holds it until training ends. A new run that fails
+    before its first iteration removes what it made. Losses are checked after every
+    iteration and parameters before every save: nothing non-finite is written.
+
     Raises:
-        LatentEBMError: bad config or run directory, data errors, a diverged chain (the last
-            good checkpoint is kept), a full disk, or a global batch the processes cannot
-            split evenly; ``TrainingInterrupted`` after a signal.
+        LatentEBMError: bad config or run directory, another process writing ``out``, data
+            errors, a diverged chain or a NaN/Inf loss or parameter (naming it and its
+            learning rate; the last good checkpoint is kept), a full disk, or a global batch
+            the processes cannot split evenly; ``TrainingInterrupted`` after a signal.
     """
     out = Path(out)
     main = distributed.is_main()
-    if cfg is not None:
+    # Everything that can be checked before the run directory changes: the config, the
+    # folder, the data set and the config against the data.
+    if resume:
+        cfg = distributed.main_only(rundir.read_run_config, out)
+    else:
+        assert cfg is not None, "a new run needs a config"
+        validate(cfg)
         distributed.shard(cfg.train.batch_size)  # a bad split fails before any file is made
-    cfg = distributed.main_only(rundir.prepare_run_dir, out, cfg, resume, force)
+        distributed.main_only(rundir.check_new_run_dir, out, force)
     t_cfg = cfg.train
     data = data if data is not None else distributed.main_first(rundir.load_data, cfg)
     num_train = len(data.train_x)
     with warnings.catch_warnings():
         if not main:  # rank 0 warns once for the run
             warnings.simplefilter("ignore")
-        validate(cfg, num_train)
+        validate(cfg, num_train, data.shape)
     device = distributed.local_device(distributed.resolve_device(t_cfg.device))
+
+    # The one writer of the run directory: rank 0 holds its lock until training ends.
+    held: list[rundir.RunLock] = []
+
+    def open_run_dir() -> None:
+        held.append(rundir.open_run_dir(out, None if resume else cfg, resume, force))
+
+    distributed.main_only(open_run_dir)
+    started: list[bool] = []  # set when the first iteration begins
+    try:
+        return _train_locked(cfg, out, resume, max_iters, progress, data, device, started)
+    except BaseException:
+        if held and not resume and not started:
+            rundir.abandon_new_run(out, held[0])  # failed in setup: leave no folder behind
+        raise
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _train_locked(
+    cfg: Config,
+    out: Path,
+    resume: bool,
+    max_iters: int | None,
+    progress: bool,
+    data: Dataset,
+    device: torch.device,
+    started: list[bool],
+) -> LatentEBM:
+    """The body of :func:`train`, in a prepared run directory whose lock rank 0 holds;
+    ``started`` receives an item when the loop begins."""
+    main = distributed.is_main()
+    t_cfg = cfg.train
+    num_train = len(data.train_x)
     iters, stages, batch = t_cfg.iters, num_stages(cfg), t_cfg.batch_size
     rows = distributed.shard(batch)  # this process's rows of every global batch
 
@@ -117,12 +165,11 @@ def train(
     ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
     if resume and ckpt_path.exists():
         state = rundir.load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
+        rundir.load_model_state(model, state, ckpt_path)
         opt_g.load_state_dict(state["opt_g"])
         model.prior.load_optimizer_state(state["opt_prior"])
         bank.load_state_dict(state["bank"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
         start, elapsed = state["iteration"], state["elapsed"]
         window = defaultdict(list, state["window"])
         if main:
@@ -131,6 +178,8 @@ def train(
         metrics_path.unlink(missing_ok=True)
 
     def checkpoint_state(iteration: int) -> dict[str, Any]:
+        # Tensors and plain values only: loaded with weights_only=True (rundir). Training
+        # draws no number from numpy's global generator, so its state is not kept.
         return {
             "iteration": iteration,
             "elapsed": elapsed + time.perf_counter() - t0,
@@ -140,17 +189,23 @@ def train(
             "opt_g": opt_g.state_dict(),
             "opt_prior": model.prior.optimizer_state(),
             "bank": bank.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "rng": {"torch": torch.get_rng_state()},
             "window": dict(window),
         }
+
+    def check_finite(iteration: int, scalars: dict[str, float]) -> None:
+        # Before anything is saved: a non-finite loss or parameter stops the run, naming it.
+        _check_finite(model, scalars, cfg, iteration, rundir.kept_checkpoint(out, last_saved))
 
     stop = iters if max_iters is None else min(max_iters, iters)
     last_saved = start
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=stop, initial=start, disable=not (progress and main), desc="train", unit="it")
-    log_path = metrics_path if main else Path(os.devnull)
-    with distributed.catch_signals() as caught, log_path.open("a") as log:
+    log = rundir.open_metrics_log(out if main else None)
+    started.append(True)
+    with distributed.catch_signals() as caught, contextlib.ExitStack() as closing:
+        closing.callback(os.close, log)
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
@@ -165,10 +220,11 @@ def train(
                 with distributed.fail_together():  # one process's diverged chain stops all
                     loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
             except ChainDivergedError as e:
+                check_finite(it + 1, {})  # a chain under non-finite networks: name those
                 where = f" (process {e.process})" if hasattr(e, "process") else ""
                 raise ChainDivergedError(
-                    f"iteration {it + 1}{where}: {e}; stopped, the last good checkpoint "
-                    f"(iteration {last_saved}) is kept in {out}",
+                    f"iteration {it + 1}{where}: {e}; stopped, "
+                    f"{rundir.kept_checkpoint(out, last_saved)}",
                     e.rows,
                 ) from None
 
@@ -179,18 +235,14 @@ def train(
             scalars, signum = distributed.mean_scalars(
                 {"loss_g": loss_g.item(), **logs}, caught[0] if caught else 0
             )
-            if not math.isfinite(scalars["loss_g"]):
-                raise LatentEBMError(
-                    f"iteration {it + 1}: generator loss is {scalars['loss_g']}; the last good "
-                    f"checkpoint (iteration {last_saved}) is kept; lower train.lr"
-                )
+            done = it + 1
+            check_finite(done, scalars)
 
             # Log window means, checkpoint.
             window["stage"].append(stage)
             for k, v in scalars.items():
                 window[k].append(v)
             logs = {k: v for k, v in scalars.items() if k != "loss_g"}
-            done = it + 1
             if done % t_cfg.log_every == 0:
                 rundir.write_metrics_line(log, window, done, elapsed + time.perf_counter() - t0)
             bar.update(1)
@@ -295,6 +347,41 @@ def train_iteration(
     loss_g.backward()
     opt_g.step()
     return loss_g, logs
+
+
+def _lr_field(name: str) -> str:
+    """The learning-rate field that drives the parameter or logged loss ``name``."""
+    return "train.lr" if name == "loss_g" or name.startswith("generator.") else "prior.lr"
+
+
+def _check_finite(
+    model: LatentEBM, scalars: dict[str, float], cfg: Config, iteration: int, kept: str
+) -> None:
+    """Stop a run whose losses (``scalars``) or parameters went NaN or Inf, naming the first
+    culprit (the prior's before the generator's: a diverged prior spoils the posterior, and so
+    the generator) and its learning rate; ``kept`` says what the run keeps.
+
+    Raises:
+        LatentEBMError: a non-finite loss or parameter.
+    """
+    culprit = None
+    losses = sorted((k for k, v in scalars.items() if not math.isfinite(v)), key=_lr_field)
+    if losses:
+        culprit = f"the {losses[0]} loss is {scalars[losses[0]]}"
+        field = _lr_field(losses[0])
+    else:
+        bad = sorted(rundir.non_finite(model.state_dict()), key=_lr_field)
+        if bad:
+            culprit = f"parameter {bad[0]} is not finite (NaN/Inf)"
+            field = _lr_field(bad[0])
+    if culprit is None:
+        return
+    section, name = field.split(".")
+    lr = getattr(getattr(cfg, section), name)
+    raise LatentEBMError(
+        f"iteration {iteration}: {culprit}: training diverged; lower {field} "
+        f"(now {field}={lr:g}); stopped, {kept}"
+    )
 
 
 def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:

@@ -19,6 +19,7 @@ reports:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latent_ebm.config import Config
+from latent_ebm.config import Config, check_device, check_seed
 from latent_ebm.data import Dataset
 from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError
@@ -44,6 +45,7 @@ from latent_ebm.evaluation.metrics import (
 from latent_ebm.evaluation.plots import run_figures, sample_run, save_grid
 from latent_ebm.model import LatentEBM
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
+from latent_ebm.sampling import METHODS
 
 __all__ = [
     "METRICS",
@@ -201,6 +203,38 @@ METRICS: dict[str, Callable[[_Request], dict[str, Any]]] = {
 }
 
 
+def _check_options(
+    metric: str,
+    steps: int | None,
+    step_size: float | None,
+    seed: int,
+    n: int,
+    features: str,
+    method: str,
+    proposals: int,
+    last: int,
+) -> None:
+    """The checks of :func:`evaluate_run`'s settings, before any work (the defaults pass)."""
+    check_seed(seed, "--seed")
+    if steps is not None and steps < 0:
+        raise LatentEBMError(f"--steps must be >= 0, got {steps}")
+    if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
+        raise LatentEBMError(f"--step-size must be positive, got {step_size}")
+    if metric == "fid":
+        if n < 2:
+            raise LatentEBMError(f"--n must be at least 2 for fid (a covariance), got {n}")
+        if features not in ("classifier", "inception"):
+            raise LatentEBMError(
+                f"unknown --features '{features}' (choose classifier or inception)"
+            )
+        if method not in METHODS:
+            raise LatentEBMError(f"unknown --method '{method}' (choose from {', '.join(METHODS)})")
+    if proposals < 1:
+        raise LatentEBMError(f"--proposals must be at least 1, got {proposals}")
+    if last < 1:
+        raise LatentEBMError(f"--last must be at least 1, got {last}")
+
+
 def evaluate_run(
     run_dir: str | Path,
     metric: str,
@@ -229,14 +263,24 @@ def evaluate_run(
     class) to ``anomaly``. Returns the report: metric, run, iteration, value, split,
     settings (and features for ``fid``), wall time.
 
+    Every argument is checked before any work (each message names the command-line option);
+    the run is read by :func:`latent_ebm.rundir.load_run` (its ``config.yaml`` validated, the
+    checkpoint loaded without running code); the report is written atomically.
+
     Raises:
-        LatentEBMError: unknown metric or features, no such run or checkpoint, ``inception``
-            features without ``weights``, ``anomaly`` on a run without a held-out class.
+        LatentEBMError: unknown metric, features or method, a value out of range, a device
+            that is not there, no such run or checkpoint (or a bad or refused one),
+            ``inception`` features without ``weights``, ``anomaly`` on a run without a
+            held-out class, a full disk.
     """
     if metric not in METRICS:
         raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    _check_options(metric, steps, step_size, seed, n, features, method, proposals, last)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LatentEBMError(f"--batch-size must be at least 1, got {batch_size!r}")
+    check_device(device, "--device")
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
     cfg, model, state = load_run(run_dir, dev)
     data = load_data(cfg)

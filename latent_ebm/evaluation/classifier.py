@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from latent_ebm.data import Dataset, cache, to_float
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.evaluation.features import FeatureExtractor
+from latent_ebm.files import load_weights
 
 __all__ = ["ClassifierFeatures", "classifier_features"]
 
@@ -242,7 +243,7 @@ def _fingerprint(dataset: Dataset) -> str:
 def _read_blob(path: Path, fingerprint: str, seed: int) -> dict[str, Any] | None:
     """The cached blob when it matches; ``None`` (with a warning unless it is merely an older
     format) when it does not. An unreadable file raises (truncated zip, refused pickle, ...)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
+    blob = load_weights(path)  # weights_only=True: never runs code
     if not isinstance(blob, dict) or "state_dict" not in blob or "test_accuracy" not in blob:
         warnings.warn(f"{path} is not a classifier cache; retraining", stacklevel=5)
         return None

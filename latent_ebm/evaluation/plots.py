@@ -13,8 +13,9 @@ training loop).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 
 from latent_ebm import rng
+from latent_ebm.config import check_seed
 from latent_ebm.data import to_float, to_uint8
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation.metrics import reconstruct
+from latent_ebm.files import write_atomic
 from latent_ebm.model import LatentEBM
-from latent_ebm.rundir import load_data, load_run, read_metrics
+from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics
 from latent_ebm.sampling import METHODS, sample_latents
 
 __all__ = [
@@ -56,11 +59,28 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write :func:`image_grid` of ``images`` to a PNG, upscaled so small images stay visible."""
+    """Write :func:`image_grid` of ``images`` to a PNG, upscaled so small images stay visible;
+    atomically (:func:`_write_file`)."""
     grid = image_grid(images, nrow)
     scale = max(1, 1024 // max(grid.shape[:2]))
     grid = grid.repeat(scale, 0).repeat(scale, 1)
-    plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+    image = grid[..., 0] if grid.shape[-1] == 1 else grid
+    return _write_file(
+        path, lambda f: plt.imsave(f, image, cmap="gray", vmin=0, vmax=255, format="png")
+    )
+
+
+def _write_file(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """:func:`latent_ebm.files.write_atomic`: a failed write (e.g. a full disk) leaves no
+    partial file; returns ``path``.
+
+    Raises:
+        LatentEBMError: the write failed.
+    """
+    try:
+        write_atomic(path, write)
+    except OSError as e:
+        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
     return Path(path)
 
 
@@ -78,9 +98,10 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
     ax.set_ylabel("NCE loss (Eq. 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return _write_file(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def transition_strip(
@@ -117,6 +138,7 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
     ``reconstructions.png`` (test images beside their reconstructions, Figure 5),
     ``transition.png`` (Figure 3) and ``nce_loss.png`` (Figure 4, for priors that log NCE).
     """
+    check_seed(seed, "--seed")
     run_dir = Path(run_dir)
     cfg, model, _ = load_run(run_dir)
     s = cfg.sample
@@ -158,14 +180,27 @@ def sample_run(
     Returns:
         The paths of the PNG grid and of the ``.npz``.
 
+    Every argument is checked before any work, ``out`` included; the files are written
+    atomically.
+
     Raises:
-        LatentEBMError: unknown method, ``n`` or ``proposals`` below 1, no such run.
+        LatentEBMError: unknown method, ``n`` or ``proposals`` below 1, ``steps`` below 0,
+            ``step_size`` not positive, a bad seed, an ``out`` that cannot be written, no such
+            run (or a bad config or checkpoint), a full disk.
     """
     if method not in METHODS:
         raise LatentEBMError(f"unknown --method '{method}' (choose from {', '.join(METHODS)})")
     if n < 1 or proposals < 1:
         raise LatentEBMError("--n and --proposals must be at least 1")
+    if steps is not None and steps < 0:
+        raise LatentEBMError(f"--steps must be >= 0, got {steps}")
+    if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
+        raise LatentEBMError(f"--step-size must be positive, got {step_size}")
+    check_seed(seed, "--seed")
     run_dir = Path(run_dir)
+    prefix = Path(out) if out is not None else run_dir / "samples" / method
+    if out is not None:
+        check_creatable(prefix.parent, "--out")
     cfg, model, _ = load_run(run_dir)
     z = sample_latents(
         model,
@@ -178,9 +213,7 @@ def sample_run(
         progress=progress,
     )
     images = model.decode(z)
-    prefix = Path(out) if out is not None else run_dir / "samples" / method
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     grid = save_grid(images, prefix.with_suffix(".png"))
-    npz = prefix.with_suffix(".npz")
-    np.savez_compressed(npz, images=to_uint8(images).numpy(), z=z.cpu().numpy())
+    arrays = {"images": to_uint8(images).numpy(), "z": z.cpu().numpy()}
+    npz = _write_file(prefix.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
     return grid, npz

@@ -1,0 +1,138 @@
+"""The run directory: its layout and everything that reads or writes it.
+
+A run directory ``DIR`` holds
+
+- ``config.yaml`` (:data:`CONFIG`): the run's resolved configuration, written when it starts;
+- ``metrics.jsonl`` (:data:`METRICS`): one JSON line per ``train.log_every`` iterations, the
+  window means of the losses (:func:`write_metrics_line`, :func:`read_metrics`);
+- ``checkpoint.pt`` (:data:`CHECKPOINT`): the full training state, written atomically, from
+  which a resumed run continues exactly (:func:`save_checkpoint`, :func:`load_checkpoint`);
+- ``snapshots/model-<iteration>.pt`` (:data:`SNAPSHOTS`): the models kept every
+  ``train.keep_every`` iterations (:func:`save_snapshot`, :func:`snapshots`);
+- ``eval/<metric>.json`` (:data:`EVAL`): one report per evaluation metric
+  (:func:`write_report`);
+- ``.lock`` (:data:`LOCK`): the lock of the run's one writer (:class:`RunLock`), holding its
+  process id;
+- after training, the figures (:mod:`latent_ebm.evaluation.plots`).
+
+The training loop writes a run through this module and evaluation reads it through this
+module (:func:`load_run`, :func:`load_data`), so reading a finished run never enters the loop.
+
+Guarantees (README "Run directory, checkpoints and resume"): every file is written to a
+temporary file and renamed (a metrics line is one ``os.write`` appended to the log), so a crash
+or a full disk leaves the previous version, never a half-written file; checkpoints and
+snapshots are loaded with ``weights_only=True`` and never run code; a checkpoint with a NaN or
+Inf parameter is neither written nor loaded; one process at a time writes a run directory
+(:class:`RunLock`); readers take no lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latent_ebm.config import Config, load_config, validate
+from latent_ebm.data import Dataset, load_dataset
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.model import LatentEBM, build_model
+from latent_ebm.rundir.checkpoints import (
+    kept_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    non_finite,
+    save_checkpoint,
+    save_snapshot,
+    snapshots,
+)
+from latent_ebm.rundir.layout import (
+    CHECKPOINT,
+    CONFIG,
+    EVAL,
+    LOCK,
+    METRICS,
+    SNAPSHOTS,
+    RunLock,
+    abandon_new_run,
+    check_creatable,
+    check_new_run_dir,
+    check_not_foreign,
+    open_run_dir,
+    read_run_config,
+)
+from latent_ebm.rundir.logs import (
+    open_metrics_log,
+    read_metrics,
+    report_path,
+    truncate_metrics,
+    write_metrics_line,
+    write_report,
+)
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "EVAL",
+    "LOCK",
+    "METRICS",
+    "SNAPSHOTS",
+    "RunLock",
+    "abandon_new_run",
+    "check_creatable",
+    "check_new_run_dir",
+    "check_not_foreign",
+    "kept_checkpoint",
+    "load_checkpoint",
+    "load_data",
+    "load_model_state",
+    "load_run",
+    "non_finite",
+    "open_metrics_log",
+    "open_run_dir",
+    "read_metrics",
+    "read_run_config",
+    "report_path",
+    "save_checkpoint",
+    "save_snapshot",
+    "snapshots",
+    "truncate_metrics",
+    "write_metrics_line",
+    "write_report",
+]
+
+
+def load_data(cfg: Config) -> Dataset:
+    """The data set of a config (with its hold-out split, if any)."""
+    d = cfg.data
+    return load_dataset(d.name, d.data_dir, holdout=d.holdout, size=d.size)
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None
+) -> tuple[Config, LatentEBM, dict[str, Any]]:
+    """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run.
+
+    ``checkpoint`` picks another file than ``checkpoint.pt``, e.g. one of :func:`snapshots`.
+    The run's ``config.yaml`` is validated as ``--resume`` does; the checkpoint is loaded by
+    :func:`load_checkpoint` (never running code) and must match the config.
+
+    Raises:
+        LatentEBMError: no such run or checkpoint, a bad config, a refused, unreadable or
+            mismatched checkpoint, or one with a NaN or Inf parameter.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LatentEBMError(f"run directory {run_dir} does not exist")
+    if not (run_dir / CONFIG).exists():
+        raise LatentEBMError(f"{run_dir} is not a run directory (no {CONFIG})")
+    cfg = validate(load_config(run_dir / CONFIG))
+    path = Path(checkpoint) if checkpoint else run_dir / CHECKPOINT
+    state = load_checkpoint(path)
+    shape = tuple(state.get("shape", ()))
+    if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise LatentEBMError(f"checkpoint {path} is not a latent-ebm checkpoint (no image shape)")
+    validate(cfg, shape=shape)
+    model = build_model(cfg, shape)
+    load_model_state(model, state, path)
+    return cfg, model.to(device).eval(), state

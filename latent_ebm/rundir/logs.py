@@ -1,0 +1,123 @@
+"""The metrics log (one JSON line per ``train.log_every`` iterations, appended whole) and the
+evaluation reports (the room :mod:`latent_ebm.rundir`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.files import write_atomic
+from latent_ebm.rundir.layout import EVAL, METRICS
+
+
+def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The complete lines of a metrics log as dicts, and whether a partial last line (a write
+    that a full disk or a kill cut short) followed them."""
+    text = path.read_text()
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise LatentEBMError(f"{path} line {i} is not JSON: the log is corrupt") from None
+    return rows, bool(tail.strip())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl`` as dicts; a partial last line is skipped with a warning.
+
+    Raises:
+        LatentEBMError: a complete line that is not JSON.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows, partial = _metrics_lines(path)
+    if partial:
+        warnings.warn(
+            f"{path} ends with a partial line (a write cut short); skipped it "
+            "(--resume removes it)",
+            stacklevel=2,
+        )
+    return rows
+
+
+def truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop the log lines written after ``iteration`` (the checkpoint a run resumes from) and
+    a partial last line; the log is rewritten atomically."""
+    path = run_dir / METRICS
+    if path.exists():
+        rows, _ = _metrics_lines(path)
+        text = "".join(json.dumps(m) + "\n" for m in rows if m["iteration"] <= iteration)
+        write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def open_metrics_log(run_dir: Path | None) -> int:
+    """A file descriptor appending to ``run_dir/metrics.jsonl`` (``None``: to ``os.devnull``,
+    for the processes that write no files); close it with ``os.close``."""
+    path = os.devnull if run_dir is None else run_dir / METRICS
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def write_metrics_line(
+    log: int, window: dict[str, list[float]], iteration: int, seconds: float
+) -> None:
+    """One line of ``metrics.jsonl``: the window's last stage and mean values; then reset it.
+
+    ``log`` is a descriptor of :func:`open_metrics_log`: the whole line goes out in one
+    ``os.write`` (an append), so a line is partial only when the disk fills mid-write, and
+    readers skip that (:func:`read_metrics`). ``window`` maps ``"stage"`` and each logged value
+    to its list over the iterations since the last line; the line also holds ``iteration``
+    and the training ``time`` in seconds.
+
+    Raises:
+        LatentEBMError: the write failed (e.g. a full disk).
+    """
+    line = {
+        "iteration": iteration,
+        "stage": int(window.pop("stage")[-1]),
+        "time": round(seconds, 3),
+    }
+    line.update({k: float(np.mean(v)) for k, v in window.items() if v})
+    data = (json.dumps(line) + "\n").encode()
+    try:
+        while data:  # one call for the whole line unless the disk fills part-way
+            data = data[os.write(log, data) :]
+    except OSError as e:
+        raise LatentEBMError(
+            f"could not write {METRICS} ({e.strerror or e}); free disk space and continue "
+            "with --resume (a partial line is removed)"
+        ) from None
+    window.clear()
+
+
+def report_path(run_dir: str | Path, metric: str) -> Path:
+    """Where the report of ``metric`` lives: ``DIR/eval/<metric>.json``."""
+    return Path(run_dir) / EVAL / f"{metric}.json"
+
+
+def write_report(run_dir: str | Path, metric: str, report: dict[str, Any]) -> Path:
+    """Write ``report`` (JSON, indented) to :func:`report_path`, atomically; returns that path.
+
+    Raises:
+        LatentEBMError: the write failed (e.g. a full disk); no partial file is left.
+    """
+    path = report_path(run_dir, metric)
+    text = json.dumps(report, indent=2) + "\n"
+    try:
+        write_atomic(path, lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise LatentEBMError(
+            f"could not write {path} ({e.strerror or e}); the earlier report, if any, is kept"
+        ) from None
+    return path
