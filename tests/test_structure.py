@@ -35,8 +35,9 @@ LAYERS: dict[str, int] = {
     "train": 7,
     "evaluation": 7,
     "experiments": 8,
-    "cli": 9,
-    "__init__": 10,
+    "arguments": 9,
+    "cli": 10,
+    "__init__": 11,
 }
 
 
