@@ -192,7 +192,8 @@ class Claim:
             return (
                 f"{self.a}: {COLUMNS[self.column].heading} within 10% of {COLUMNS[self.b].heading}"
             )
-        return f"{self.a} {self.kind} {self.b} ({COLUMNS[self.column].heading})"
+        verb = "is no worse than" if self.kind == "no worse" else self.kind
+        return f"{self.a} {verb} {self.b} ({COLUMNS[self.column].heading})"
 
 
 @dataclass(frozen=True)
