@@ -13,21 +13,10 @@ from torch import nn
 
 import latent_ebm
 from latent_ebm.cli import main
+from tests.conftest import TINY
 
-TINY = [
-    "data.name=digits",
-    "model.nz=4",
-    "model.ngf=4",
-    "train.iters=12",
-    "train.batch_size=50",
-    "train.post_steps=4",
-    "train.log_every=2",
-    "train.ckpt_every=4",
-    "sample.steps=5",
-    "sample.grid=16",
-    "prior.kind=toy",
-    "prior.lr=0.01",
-]
+# The shared tiny digits run (model.ratio_hidden and prior.stages are unused by the toy).
+TOY = [*TINY, "prior.kind=toy", "prior.lr=0.01"]
 
 
 class ToyPrior(latent_ebm.Prior):
@@ -70,7 +59,7 @@ def _cli(args, capsys):
 
 
 def test_a_registered_prior_trains_evaluates_and_dry_runs(tmp_path, capsys):
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = [a for s in TOY for a in ("--set", s)]
     run = tmp_path / "run"
     code, _, err = _cli(["train", "--out", run, "--no-progress", "--no-eval", *sets], capsys)
     assert code == 0, err
