@@ -63,7 +63,8 @@ class UnsafeFileError(Exception):
 
 # What numpy arrays of earlier checkpoints (numpy's global random state) unpickle through:
 # array reconstruction only, no callable of the user's choosing.
-_RECONSTRUCT = np._core.multiarray._reconstruct
+# numpy 2 keeps its core in ``numpy._core``; numpy 1 (``numpy>=1.24`` is allowed) in ``numpy.core``.
+_RECONSTRUCT = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
 _NUMPY_GLOBALS: list[Any] = [
     _RECONSTRUCT,
     (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),  # the name numpy 1 wrote
@@ -92,7 +93,6 @@ def load_weights(path: str | Path) -> Any:
             raise
         raise UnsafeFileError(
             f"{path} refused: it holds a reference to {found.group(1)}, and loading it could "
-            "run code (latent-ebm "
-            "files hold only tensors and plain values); use files from sources you trust, "
-            "written by latent-ebm"
+            "run code (latent-ebm files hold only tensors and plain values); use files "
+            "from sources you trust, written by latent-ebm"
         ) from None
