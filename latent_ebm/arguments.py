@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample images from a trained run (PNG grid and .npz)")
     s.add_argument("run", type=Path, help="run directory")
     s.add_argument("--n", type=int, default=100, help="number of images (default 100)")
-    s.add_argument("--method", default="langevin", help="langevin (prior chain) or sir")
+    s.add_argument(
+        "--method",
+        default="langevin",
+        help="langevin (prior chain), mala (Metropolis-adjusted chain: exact) or sir",
+    )
     s.add_argument("--steps", type=int, help="prior-chain steps (default: the run's sample.steps)")
     s.add_argument("--step-size", type=float, help="prior-chain step size (sample.step_size)")
     s.add_argument("--proposals", type=int, default=10, help="SIR proposals per sample (M)")
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=50_000, help="fid: generated images (50,000)")
     e.add_argument("--features", default="classifier", help="fid: classifier | inception")
     e.add_argument("--weights", type=Path, help="fid: FID Inception weights file (.pth)")
-    e.add_argument("--method", default="langevin", help="fid: langevin or sir sampling")
+    e.add_argument("--method", default="langevin", help="fid: langevin, mala or sir sampling")
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
     e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")
     e.add_argument("--step-size", type=float, help="chain step size (default: from the config)")

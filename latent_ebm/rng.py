@@ -22,6 +22,7 @@ __all__ = [
     "POSTERIOR_NOISE",
     "PRIOR_DRAW",
     "PRIOR_NOISE",
+    "REFIT",
     "Streams",
     "generator_for",
 ]
@@ -33,6 +34,7 @@ POSTERIOR_NOISE = 2
 PRIOR_DRAW = 3
 PRIOR_NOISE = 4
 MEMORY_INIT = 5
+REFIT = 6  # the post-hoc refit of the prior (keys: seed, REFIT, part)
 
 
 def generator_for(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -2,6 +2,10 @@
 
 - ``langevin``: a prior chain on the learned ``log p(z)`` from ``N(0, I)``
   (:meth:`latent_ebm.priors.Prior.sample`; paper A.3: 100 steps of size 0.1).
+- ``mala``: Metropolis-adjusted Langevin on ``log p(z)`` from ``N(0, I)``
+  (:func:`latent_ebm.langevin.mala`; ``steps`` proposals, each chain's step size adapted in
+  the first half from ``step_size``): its samples follow the learned prior itself, not a
+  short chain's approximation of it, so its FID measures the prior's density.
 - ``sir``: sampling-importance-resampling: ``M`` proposals from ``N(0, I)``, importance
   weights ``p(z) / N(z; 0, I)`` (``exp(sum_k f_k(z))`` for the multi-stage prior), then ``n``
   draws with replacement in proportion to the weights.
@@ -16,11 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from latent_ebm import rng
+from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
 
 __all__ = ["METHODS", "sample_latents", "sir_weights"]
 
-METHODS = ("langevin", "sir")
+METHODS = ("langevin", "mala", "sir")
 
 
 def sir_weights(model: LatentEBM, z: torch.Tensor) -> torch.Tensor:
@@ -45,7 +50,8 @@ def sample_latents(
     ``model.decode(z)``.
 
     Arguments:
-        method: ``"langevin"`` (prior chain of ``steps`` steps of ``step_size``) or ``"sir"``
+        method: ``"langevin"`` (prior chain of ``steps`` steps of ``step_size``), ``"mala"``
+            (``steps`` Metropolis-adjusted proposals, initial step ``step_size``) or ``"sir"``
             (``proposals`` Gaussian proposals per sample, resampled by importance weight).
     """
     if method not in METHODS:
@@ -60,6 +66,12 @@ def sample_latents(
             z0 = streams.normal(rng.PRIOR_DRAW, model.nz)
             noise = streams.chain_noise(rng.PRIOR_NOISE, model.nz)
             z = model.prior.sample(z0, steps, step_size, noise)
+        elif method == "mala":
+            streams = rng.Streams(seed, b, m, slice(None), device)
+            z = streams.normal(rng.PRIOR_DRAW, model.nz)
+            if model.prior.needs_chain:
+                g = rng.generator_for(seed, b, rng.PRIOR_NOISE, device=device)
+                z, _ = mala(z, model.prior.log_prob, steps, step_size, generator=g)
         else:
             streams = rng.Streams(seed, b, m * proposals, slice(None), device)
             candidates = streams.normal(rng.PRIOR_DRAW, model.nz)

@@ -30,6 +30,7 @@ from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
+from latent_ebm.refit import refit_prior
 
 __all__ = ["batch_indices", "train", "train_iteration"]
 
@@ -159,7 +160,7 @@ def _train_locked(
     )
     bank = MemoryBank(num_train, cfg.model.nz, t_cfg.seed, device)
     distributed.average_gradients(opt_g, *model.prior.optims)
-    start, elapsed, window = 0, 0.0, defaultdict(list)
+    start, elapsed, window, refit = 0, 0.0, defaultdict(list), None
 
     # Restore a checkpoint.
     ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
@@ -170,7 +171,7 @@ def _train_locked(
         model.prior.load_optimizer_state(state["opt_prior"])
         bank.load_state_dict(state["bank"])
         torch.set_rng_state(state["rng"]["torch"])
-        start, elapsed = state["iteration"], state["elapsed"]
+        start, elapsed, refit = state["iteration"], state["elapsed"], state.get("refit")
         window = defaultdict(list, state["window"])
         if main:
             rundir.truncate_metrics(out, start)
@@ -191,6 +192,7 @@ def _train_locked(
             "bank": bank.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "window": dict(window),
+            "refit": refit,  # last losses of the post-hoc refit, once done (None before)
         }
 
     def check_finite(iteration: int, scalars: dict[str, float]) -> None:
@@ -270,6 +272,10 @@ def _train_locked(
                     f"continue with --resume --out {out}"
                 )
     bar.close()
+    if stop == iters and refit is None:  # the post-hoc refit; every process does the same
+        refit = refit_prior(model.eval(), data, cfg, progress and main)
+        if refit is not None and main:
+            rundir.save_checkpoint(ckpt_path, checkpoint_state(iters), last_saved)
     distributed.barrier()  # rank 0's files are complete when train() returns anywhere
     return model.eval()
 

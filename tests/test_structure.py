@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "config": 3,
     "model": 4,
     "sampling": 5,
+    "refit": 5,
     "rundir": 6,
     "train": 7,
     "evaluation": 7,

@@ -201,8 +201,10 @@ def _train(
                 f"{run_dir} holds a run with another config ({diff}); choose another --out "
                 "or delete that run directory"
             )
-        done = load_run(run_dir)[2]["iteration"] if (run_dir / CHECKPOINT).exists() else 0
-        if done >= iters:
+        state = load_run(run_dir)[2] if (run_dir / CHECKPOINT).exists() else {}
+        done = state.get("iteration", 0)
+        refit_pending = bool(run.cfg.prior.refit_steps) and state.get("refit") is None
+        if done >= iters and not refit_pending:
             echo(f"{tag}: trained earlier ({iters} iterations), not retrained")
         else:
             echo(f"{tag}: resuming at iteration {done} of {iters} ...")

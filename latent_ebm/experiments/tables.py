@@ -171,6 +171,7 @@ COLUMNS: dict[str, Column] = {
         Column("fid", "fid", "FID (↓)", 2),
         Column("fid500", "fid", "FID, 500 steps (↓)", 2, (("steps", 500),)),
         Column("fid-sir", "fid", "FID, SIR (↓)", 2, (("method", "sir"),)),
+        Column("fid-mala", "fid", "FID, MALA (↓)", 2, (("method", "mala"), ("steps", 1000))),
         Column("anomaly", "anomaly", "AUPRC (↑)", 3, lower_is_better=False),
     )
 }
@@ -218,24 +219,30 @@ EXPERIMENTS: dict[str, Experiment] = {
     "stages": Experiment(
         "Table 3, first part: number of stages of the adaptive prior (0: Gaussian prior)",
         (GAUSSIAN, *(_adaptive(k) for k in (1, 2, 4, 8))),
-        ("recon", "fid"),
-        (
-            Claim("adaptive K=2", "nce", "fid", "no worse"),
-            Claim(_K4, "adaptive K=2", "fid", "no worse"),
+        ("recon", "fid", "fid-mala"),
+        tuple(
+            Claim(a, b, c, "no worse")
+            for c in ("fid", "fid-mala")
+            for a, b in (("adaptive K=2", "nce"), (_K4, "adaptive K=2"))
         ),
     ),
     "adaptive": Experiment(
         "Table 3, second part: adaptive vs non-adaptive (TRE) multi-stage estimation",
         tuple(f(k) for f in (_adaptive, _tre) for k in (1, 2, 4, 8)),
-        ("recon", "fid"),
-        tuple(Claim(f"adaptive K={k}", f"tre K={k}", "fid") for k in (2, 4, 8)),
+        ("recon", "fid", "fid-mala"),
+        tuple(
+            Claim(f"adaptive K={k}", f"tre K={k}", c)
+            for c in ("fid", "fid-mala")
+            for k in (2, 4, 8)
+        ),
     ),
     "compare": Experiment(
         "Table 1: every prior on the same generator",
         (GAUSSIAN, NCE, _adaptive(4), _tre(4), LEBM),
-        ("recon", "fid", "fid500", "fid-sir"),
+        ("recon", "fid", "fid500", "fid-sir", "fid-mala"),
         (
             *(Claim(_K4, m.label, "fid") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
+            *(Claim(_K4, m.label, "fid-mala") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
             *(Claim(_K4, m.label, "recon", "no worse") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
             *(
                 Claim(m.label, "fid", "fid500", "within")

@@ -3,13 +3,16 @@ prior (paper Table 3, "1 stage"): ``log p_k(z) = sum_{i<k} f_i(z) - ||z||^2 / 2`
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from latent_ebm import rng
+from latent_ebm.langevin import mala
 from latent_ebm.memory import MemoryBank
-from latent_ebm.priors.base import nce_loss
+from latent_ebm.priors.base import Refit, nce_loss
 from latent_ebm.priors.ratio import RatioPrior
 from latent_ebm.rng import Streams
 
@@ -121,6 +124,42 @@ class AdaptivePrior(RatioPrior):
         loss.backward()
         self.optims[k].step()
         return {"nce": loss.item()}
+
+    def refit(self, z_q: torch.Tensor, settings: Refit, progress: bool = False) -> list[float]:
+        """Algorithm 1 again, post hoc, on the final aggregate posterior ``z_q`` (ARCHITECTURE
+        §4): for ``k = 0 .. K-1``, ``f_k`` is re-initialised and trained by :func:`nce_loss`
+        between rows of ``z_q`` and samples of ``p_k = prod_{i<k} r_i N(0, I)`` (exact draws
+        for ``k = 0``; then ``settings.noise`` samples of ``settings.chain_steps`` MALA steps
+        from ``N(0, I)``, :func:`latent_ebm.langevin.mala`), for ``settings.steps / K``
+        updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss."""
+        stages = len(self.ratios)
+        self.stage.fill_(stages)
+        losses = []
+        for k in range(stages):
+            g = rng.generator_for(settings.seed, rng.REFIT, k)
+            noise = None
+            if k > 0:
+                z0 = torch.randn(settings.noise, self.nz, generator=g).to(z_q.device)
+                noise, _ = mala(
+                    z0, partial(self.log_prob_of_first, k), settings.chain_steps, 0.1, generator=g
+                )
+
+            def loss(
+                g: torch.Generator, k: int = k, noise: torch.Tensor | None = noise
+            ) -> torch.Tensor:
+                rows = torch.randint(len(z_q), (settings.batch,), generator=g)
+                if noise is None:
+                    z_p = torch.randn(settings.batch, self.nz, generator=g).to(z_q.device)
+                else:
+                    z_p = noise[torch.randint(len(noise), (settings.batch,), generator=g)]
+                f = self.ratios[k]
+                return nce_loss(f(z_q[rows.to(z_q.device)]), f(z_p))
+
+            steps = settings.steps * (k + 1) // stages - settings.steps * k // stages
+            part = dataclasses.replace(settings, steps=steps)
+            losses.append(self._fit([k], loss, part, g, f"refit stage {k}", progress))
+        self._freeze()
+        return losses
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

@@ -5,6 +5,7 @@ density (ARCHITECTURE §4)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,7 +20,7 @@ from latent_ebm.rng import Streams
 if TYPE_CHECKING:  # config imports the priors' registry: no import back at runtime
     from latent_ebm.config import Config
 
-__all__ = ["Betas", "Prior", "gaussian_log_prob", "nce_loss", "stage_of"]
+__all__ = ["Betas", "Prior", "Refit", "gaussian_log_prob", "nce_loss", "stage_of"]
 
 Betas = tuple[float, float]  # Adam's (beta1, beta2)
 
@@ -43,6 +44,29 @@ def stage_of(iteration: int, iters: int, stages: int) -> int:
     return 0 if stages == 0 else min(iteration * stages // iters, stages)
 
 
+@dataclass(frozen=True)
+class Refit:
+    """Settings of a post-hoc refit (:meth:`Prior.refit`, ARCHITECTURE §4; config fields
+    ``prior.refit_*``).
+
+    Arguments:
+        steps: Adam updates in all (an adaptive prior splits them evenly over its stages).
+        batch: rows of each side of an NCE update.
+        lr, betas: Adam settings.
+        chain_steps: MALA steps that draw an adaptive stage's noise samples of ``p_k``.
+        noise: how many samples of ``p_k`` each adaptive stage draws.
+        seed: seeds every number the refit draws.
+    """
+
+    steps: int
+    batch: int = 500
+    lr: float = 1e-3
+    betas: Betas = (0.5, 0.999)
+    chain_steps: int = 400
+    noise: int = 10_000
+    seed: int = 0
+
+
 def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` up to a constant: ``-||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
     return -0.5 * z.pow(2).sum(-1)
@@ -61,6 +85,7 @@ class Prior(nn.Module):
     #: ``False`` where ``z0 ~ N(0, I)`` already is an exact sample of the prior, so that
     #: :meth:`sample` returns it without running a chain.
     needs_chain: bool = True
+    refits: bool = False  # whether :meth:`refit` learns anything
 
     def __init__(self, nz: int) -> None:
         super().__init__()
@@ -129,3 +154,9 @@ class Prior(nn.Module):
         """Restore :meth:`optimizer_state`."""
         for o, state in zip(self.optims, states, strict=True):
             o.load_state_dict(state)
+
+    def refit(self, z_q: torch.Tensor, settings: Refit, progress: bool = False) -> list[float]:
+        """Re-learn the prior on ``z_q`` ``(N, nz)``, samples of the final aggregate posterior,
+        after training (ARCHITECTURE §4); returns the last loss of each fitted part. The
+        default has nothing to refit and returns ``[]``."""
+        return []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from latent_ebm.nets import RatioNet
-from latent_ebm.priors.base import Prior, gaussian_log_prob
+from latent_ebm.nets import RatioNet, xavier_init
+from latent_ebm.priors.base import Prior, Refit, gaussian_log_prob
 
 __all__ = ["RatioPrior"]
 
@@ -26,6 +29,8 @@ class RatioPrior(Prior):
         hidden: width of each ratio network.
     """
 
+    refits = True
+
     def __init__(self, nz: int, stages: int, hidden: int) -> None:
         super().__init__(nz)
         self.ratios = nn.ModuleList(RatioNet(nz, hidden) for _ in range(stages))
@@ -37,7 +42,42 @@ class RatioPrior(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``sum_{i<n} f_i(z) - ||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
+        return self.log_prob_of_first(self.ratios_in_prior, z)
+
+    def log_prob_of_first(self, n: int, z: torch.Tensor) -> torch.Tensor:
+        """``sum_{i<n} f_i(z) - ||z||^2 / 2`` for any ``n`` (``p_n`` of the stage schedule)."""
         out = gaussian_log_prob(z)
-        for r in self.ratios[: self.ratios_in_prior]:
+        for r in self.ratios[:n]:
             out = out + r(z)
         return out
+
+    def _fit(
+        self,
+        ratios: Iterable[int],
+        loss: Callable[[torch.Generator], torch.Tensor],
+        settings: Refit,
+        generator: torch.Generator,
+        desc: str,
+        progress: bool,
+    ) -> float:
+        """Refit helper: re-initialise the ratios ``ratios`` (Xavier, seeded by ``generator``),
+        then ``settings.steps`` Adam updates of them on ``loss(generator)``; the last loss."""
+        nets = [self.ratios[i] for i in ratios]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            for f in nets:
+                xavier_init(f)
+        params = [p for f in nets for p in f.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas)
+        value = float("nan")
+        for _ in tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False):
+            out = loss(generator)
+            opt.zero_grad(set_to_none=True)
+            out.backward()
+            opt.step()
+            value = out.item()
+        for p in params:
+            p.requires_grad_(False)
+        return value

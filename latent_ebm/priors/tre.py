@@ -11,7 +11,7 @@ import torch
 from latent_ebm import rng
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.memory import MemoryBank
-from latent_ebm.priors.base import Betas, gaussian_log_prob, nce_loss
+from latent_ebm.priors.base import Betas, Refit, gaussian_log_prob, nce_loss
 from latent_ebm.priors.ratio import RatioPrior
 from latent_ebm.rng import Streams
 
@@ -99,3 +99,21 @@ class TREPrior(RatioPrior):
         self.optims[0].step()
         values = losses.tolist()
         return {"nce": sum(values) / len(values)} | {f"nce_{j}": v for j, v in enumerate(values)}
+
+    def refit(self, z_q: torch.Tensor, settings: Refit, progress: bool = False) -> list[float]:
+        """:meth:`train_step`'s waymark losses, post hoc, on the final aggregate posterior
+        ``z_q`` (ARCHITECTURE §4): every ratio re-initialised, then ``settings.steps`` updates
+        of all of them together. Returns each ratio's last NCE loss."""
+        g = rng.generator_for(settings.seed, rng.REFIT, 0)
+        last: list[torch.Tensor] = []
+
+        def loss(g: torch.Generator) -> torch.Tensor:
+            rows = torch.randint(len(z_q), (settings.batch,), generator=g)
+            z_p = torch.randn(settings.batch, self.nz, generator=g).to(z_q.device)
+            w = tre_waymarks(z_p, z_q[rows.to(z_q.device)], len(self.ratios))
+            losses = [nce_loss(f(w[j + 1]), f(w[j])) for j, f in enumerate(self.ratios)]
+            last[:] = losses
+            return torch.stack(losses).sum()
+
+        self._fit(range(len(self.ratios)), loss, settings, g, "refit", progress)
+        return [v.item() for v in last]

@@ -1,0 +1,64 @@
+"""Typed configuration: dataclasses with a default and a comment on every field, named presets,
+YAML in and out, and validation that names the offending field.
+
+A configuration is resolved in this order, each step overriding the last:
+the dataclass defaults, a named preset (``latent_ebm/configs/<name>.yaml``), a user YAML file
+(``--config``), and ``section.field=value`` overrides (``--set``).
+
+The package: :mod:`~latent_ebm.config.schema` (the fields), :mod:`~latent_ebm.config.io`
+(presets, YAML, overrides) and :mod:`~latent_ebm.config.validation`.
+"""
+
+from __future__ import annotations
+
+from latent_ebm.config.io import (
+    PRESETS,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    keep_holdout_snapshots,
+    load_config,
+    load_preset,
+    resolve_config,
+    save_config,
+)
+from latent_ebm.config.schema import (
+    COMPILE_MODES,
+    Config,
+    DataConfig,
+    ModelConfig,
+    PriorConfig,
+    SampleConfig,
+    TrainConfig,
+)
+from latent_ebm.config.validation import (
+    SEED_LIMIT,
+    check_device,
+    check_seed,
+    num_stages,
+    validate,
+)
+
+__all__ = [
+    "COMPILE_MODES",
+    "PRESETS",
+    "SEED_LIMIT",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "PriorConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_device",
+    "check_seed",
+    "config_from_dict",
+    "config_to_dict",
+    "keep_holdout_snapshots",
+    "load_config",
+    "load_preset",
+    "num_stages",
+    "resolve_config",
+    "save_config",
+    "validate",
+]

@@ -1,0 +1,92 @@
+"""The configuration's fields: one dataclass per section, with a default and a comment on
+every field (ARCHITECTURE §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "COMPILE_MODES",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "PriorConfig",
+    "SampleConfig",
+    "TrainConfig",
+]
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # data set: digits | mnist | fashion-mnist | svhn | cifar10 | celeba | ...
+    data_dir: str | None = None  # folder of the data files (None: $LATENT_EBM_DATA, then default)
+    holdout: int | None = None  # anomaly protocol: class held out of training (ARCHITECTURE §7)
+    size: int | None = None  # image side of celeba, celeba-hq, imagefolder (None: their default)
+
+
+@dataclass
+class ModelConfig:
+    nz: int = 16  # latent dimension d
+    ngf: int = 32  # generator width (channels of the last hidden layer)
+    arch: str = "auto"  # generator family (ARCHITECTURE §5): auto (by image size) | cifar10
+    sigma: float = 0.3  # std of the observation noise, p(x|z) = N(g(z), sigma^2 I)
+    ratio_hidden: int = 200  # width of each ratio network's hidden layers (paper Table 4)
+
+
+@dataclass
+class PriorConfig:
+    kind: str = "adaptive"  # a key of latent_ebm.priors.PRIORS (ARCHITECTURE §4): Algorithm 1
+    stages: int = 4  # K: stages or ratios of the priors that read it (see each prior's class)
+    prior_samples: str = "persistent"  # adaptive NCE noise: persistent (memory bank) | langevin
+    prior_steps: int = 60  # prior-chain length: adaptive's langevin mode, lebm training
+    prior_step_size: float = 0.4  # prior-chain step size: adaptive's langevin mode, lebm
+    lr: float = 5e-5  # Adam learning rate of the prior's networks (paper A.3)
+    # Post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
+    # priors re-learn their ratios on posterior samples of the final generator. 0: off (paper).
+    refit_steps: int = 0  # Adam updates in all (split over the stages of adaptive)
+    refit_batch: int = 500  # rows of each side of every refit NCE update
+    refit_lr: float = 1e-3  # Adam learning rate of the refit
+    refit_samples: int = 6000  # posterior samples of the training images (cycled) to fit
+    refit_chain_steps: int = 400  # MALA steps drawing each adaptive stage's noise from p_k
+    refit_noise: int = 10000  # samples of p_k drawn for each adaptive stage
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 1500  # T, total training iterations, split evenly into the K stages
+    batch_size: int = 100  # global mini-batch size
+    lr: float = 1e-4  # Adam learning rate of the generator (paper A.3)
+    beta1: float = 0.5  # Adam beta1 for every optimiser (LEBM reference)
+    beta2: float = 0.999  # Adam beta2 for every optimiser
+    post_steps: int = 30  # L, posterior Langevin steps per iteration
+    post_step_size: float = 0.1  # posterior Langevin step size s
+    post_init: str = "noise"  # posterior chain start: noise (paper) | bank (example's bank row)
+    warm_steps: int = 0  # posterior steps when post_init=bank (0: train.post_steps)
+    precision: str = "fp32"  # fp32 | bf16: autocast in the chains and the generator update
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile mode
+    seed: int = 0  # seeds initialisation, batch order and every chain's noise
+    log_every: int = 10  # iterations per line of metrics.jsonl (window means)
+    keep_every: int = 0  # iterations between model snapshots kept in snapshots/ (0: none)
+    ckpt_every: int = 500  # iterations between checkpoints (also at the end and on a signal)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 100  # test-time prior Langevin steps (paper A.3)
+    step_size: float = 0.1  # test-time prior Langevin step size
+    grid: int = 100  # images in the sample and reconstruction grids
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# torch.compile modes of the generator in training (LatentEBM.compile_generator); "none": eager.
+# "reduce-overhead" records CUDA graphs on a GPU.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")

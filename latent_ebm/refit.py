@@ -1,0 +1,93 @@
+"""The post-hoc refit of a trained prior (ARCHITECTURE §4; beyond the paper).
+
+After the last training iteration, a ratio prior re-learns its ratios on samples of the
+final aggregate posterior: ``prior.refit_samples`` posterior samples of training images (a
+seeded permutation of the training set, cycled, so every image gives about as many), each
+drawn by the run's posterior chain (``train.post_steps`` steps of ``train.post_step_size``
+from ``N(0, I)``) under the final model. The prior's own :meth:`~latent_ebm.priors.Prior.refit`
+does the fitting; priors with nothing to refit (``gaussian``, ``lebm``) return at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from latent_ebm import rng
+from latent_ebm.config import Config
+from latent_ebm.data import Dataset, to_float
+from latent_ebm.model import LatentEBM
+from latent_ebm.priors.base import Refit
+
+__all__ = ["aggregate_posterior", "refit_prior", "refit_settings"]
+
+_INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior samples
+
+
+def refit_settings(cfg: Config) -> Refit:
+    """The :class:`~latent_ebm.priors.base.Refit` of a config's ``prior.refit_*`` fields."""
+    p = cfg.prior
+    return Refit(
+        steps=p.refit_steps,
+        batch=p.refit_batch,
+        lr=p.refit_lr,
+        betas=(cfg.train.beta1, cfg.train.beta2),
+        chain_steps=p.refit_chain_steps,
+        noise=p.refit_noise,
+        seed=cfg.train.seed,
+    )
+
+
+def aggregate_posterior(
+    model: LatentEBM,
+    images: torch.Tensor,
+    n: int,
+    steps: int,
+    step_size: float,
+    *,
+    seed: int = 0,
+    batch_size: int = 100,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` samples ``(n, nz)`` of the aggregate posterior ``q(z) = E_x p(z | x)`` over the
+    ``uint8`` ``images``: the images in a seeded order, repeated until ``n``, each row a
+    posterior chain of ``steps`` steps of ``step_size`` from ``N(0, I)`` under the learned
+    prior. Seeded: the same model, images and seed give the same samples."""
+    g = rng.generator_for(seed, rng.REFIT, _ORDER)
+    rounds = -(-n // len(images))
+    order = torch.cat([torch.randperm(len(images), generator=g) for _ in range(rounds)])[:n]
+    device = model.device
+    out = []
+    starts = range(0, n, batch_size)
+    for b, i in enumerate(tqdm(starts, desc="posterior for refit", disable=not progress)):
+        x = to_float(images[order[i : i + batch_size]]).to(device)
+        z0 = torch.randn(len(x), model.nz, generator=rng.generator_for(seed, rng.REFIT, _INIT, b))
+        g_noise = rng.generator_for(seed, rng.REFIT, _NOISE, b)
+
+        def randn(step: int, m: int = len(x), g_noise: torch.Generator = g_noise) -> torch.Tensor:
+            return torch.randn(m, model.nz, generator=g_noise).to(device)
+
+        out.append(model.infer(x, z0.to(device), steps, step_size, randn))
+    return torch.cat(out)
+
+
+def refit_prior(
+    model: LatentEBM, data: Dataset, cfg: Config, progress: bool = False
+) -> list[float] | None:
+    """Refit ``model``'s prior as the config says; ``None`` when ``prior.refit_steps`` is 0,
+    else each fitted part's last loss (``[]`` for a prior with nothing to refit)."""
+    settings = refit_settings(cfg)
+    if settings.steps == 0:
+        return None
+    if not model.prior.refits:  # nothing to refit: spare the posterior samples
+        return []
+    z_q = aggregate_posterior(
+        model,
+        data.train_x,
+        cfg.prior.refit_samples,
+        cfg.train.post_steps,
+        cfg.train.post_step_size,
+        seed=settings.seed,
+        progress=progress,
+    )
+    return model.prior.refit(z_q, settings, progress)
