@@ -1,5 +1,5 @@
 """The configuration's fields: one dataclass per section, with a default and a comment on
-every field (ARCHITECTURE §1)."""
+every field (ARCHITECTURE §8, the `config/` room)."""
 
 from __future__ import annotations
 
