@@ -1,0 +1,162 @@
+"""Validation of a configuration: choices and ranges, seeds and devices, the stage schedule
+and the generator against the data (:mod:`latent_ebm.config`)."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any
+
+from latent_ebm.config.schema import Config, config_to_dict
+from latent_ebm.data import DATASETS
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.nets import GENERATOR_FAMILIES
+from latent_ebm.precision import PRECISIONS
+from latent_ebm.priors import PRIORS
+
+# torch.compile modes of the generator in training (LatentEBM.compile_generator); "none": eager.
+# "reduce-overhead" records CUDA graphs on a GPU.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
+_CHOICES = {
+    "data.name": DATASETS,
+    "model.arch": ("auto", "cifar10"),
+    "prior.kind": PRIORS,
+    "prior.prior_samples": ("persistent", "langevin"),
+    "train.post_init": ("noise", "bank"),
+    "train.precision": PRECISIONS,
+    "train.compile": COMPILE_MODES,
+}
+_POSITIVE = (
+    "model.nz",
+    "model.ngf",
+    "model.sigma",
+    "model.ratio_hidden",
+    "prior.prior_step_size",
+    "prior.lr",
+    "train.iters",
+    "train.batch_size",
+    "train.lr",
+    "train.post_step_size",
+    "train.log_every",
+    "train.ckpt_every",
+    "sample.step_size",
+    "sample.grid",
+)
+_NON_NEGATIVE = (
+    "prior.stages",
+    "prior.prior_steps",
+    "train.post_steps",
+    "train.warm_steps",
+    "train.keep_every",
+    "sample.steps",
+)
+
+# Seeds lie in [0, 2**63): torch.manual_seed and numpy's SeedSequence take them, and they fit
+# an int64 tensor.
+SEED_LIMIT = 2**63
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_seed(seed: Any, name: str) -> int:
+    """``seed`` when it is an integer in ``[0, 2**63)``; ``name`` names it in the message
+    (``"--seed"``, ``"config field 'train.seed'"``).
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise LatentEBMError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def check_device(device: Any, name: str) -> str:
+    """``device`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``name`` names it in the
+    message (``"--device"``, ``"config field 'train.device'"``). Whether a GPU is present is
+    :func:`latent_ebm.distributed.resolve_device`'s check.
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise LatentEBMError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def validate(
+    cfg: Config, num_train: int | None = None, shape: tuple[int, int, int] | None = None
+) -> Config:
+    """Check choices and ranges; raise ``LatentEBMError`` naming the first bad field.
+
+    With ``num_train`` (training-set size) it also checks the batch size against it and warns
+    when a stage of the persistent prior-sample mode lasts less than an epoch (ARCHITECTURE
+    §3: rows never visited in a stage would still hold samples from an earlier stage). With
+    ``shape`` (the data's ``(C, H, W)``) it checks that ``model.arch`` has a generator for it.
+    """
+    flat = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
+    for name, choices in _CHOICES.items():
+        if flat[name] not in choices:
+            raise LatentEBMError(
+                f"config field '{name}' must be one of {', '.join(choices)}, got {flat[name]!r}"
+            )
+    for name in _POSITIVE:
+        if not (flat[name] > 0 and math.isfinite(flat[name])):
+            raise LatentEBMError(f"config field '{name}' must be positive, got {flat[name]!r}")
+    for name in _NON_NEGATIVE:
+        if flat[name] < 0:
+            raise LatentEBMError(f"config field '{name}' must be >= 0, got {flat[name]!r}")
+    check_seed(cfg.train.seed, "config field 'train.seed'")
+    check_device(cfg.train.device, "config field 'train.device'")
+    if cfg.data.size is not None and cfg.data.size < 1:
+        raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
+    if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
+        raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if shape is not None:
+        _check_arch(cfg, shape)
+    PRIORS[cfg.prior.kind].check_config(cfg)
+    stages = num_stages(cfg)
+    if stages > cfg.train.iters:
+        raise LatentEBMError(
+            f"config field 'prior.stages' ({stages}) exceeds 'train.iters' ({cfg.train.iters}): "
+            "every stage needs at least one iteration"
+        )
+    if num_train is not None:
+        if cfg.train.batch_size > num_train:
+            raise LatentEBMError(
+                f"config field 'train.batch_size' ({cfg.train.batch_size}) exceeds the "
+                f"training set ({num_train} examples)"
+            )
+        epoch = num_train // cfg.train.batch_size
+        persistent = stages > 1 and cfg.prior.prior_samples == "persistent"
+        if persistent and cfg.train.iters // stages < epoch:
+            warnings.warn(
+                f"each stage lasts {cfg.train.iters // stages} iterations, less than an "
+                f"epoch ({epoch}): the persistent prior samples of a stage then include "
+                "memory-bank rows from earlier stages (raise train.iters or lower "
+                "prior.stages)",
+                stacklevel=2,
+            )
+    return cfg
+
+
+def _check_arch(cfg: Config, shape: tuple[int, int, int]) -> None:
+    """``model.arch`` has a generator for images of ``shape`` (ARCHITECTURE §5)."""
+    _, h, w = shape
+    sizes = ", ".join(f"{k}x{k}" for k in GENERATOR_FAMILIES if k.isdigit())
+    if h != w or (cfg.model.arch == "auto" and str(h) not in GENERATOR_FAMILIES):
+        raise LatentEBMError(
+            f"{cfg.data.name} images are {h}x{w}: no generator for that size (sizes: {sizes}); "
+            "set data.size to one of them"
+        )
+    if cfg.model.arch == "cifar10" and (h, w) != (32, 32):
+        raise LatentEBMError(
+            f"config field 'model.arch' is cifar10, the generator of 32x32 images, but "
+            f"{cfg.data.name} images are {h}x{w}: use model.arch=auto"
+        )
+
+
+def num_stages(cfg: Config) -> int:
+    """Number of stages of the training schedule (:func:`latent_ebm.priors.stage_of`): the
+    ``num_stages`` of the prior class that ``prior.kind`` names (0: no schedule)."""
+    return PRIORS[cfg.prior.kind].num_stages(cfg)
