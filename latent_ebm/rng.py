@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "BATCH_ORDER",
+    "EVAL_SUBSET",
     "MEMORY_INIT",
     "POSTERIOR_INIT",
     "POSTERIOR_NOISE",
@@ -33,6 +34,7 @@ POSTERIOR_NOISE = 2
 PRIOR_DRAW = 3
 PRIOR_NOISE = 4
 MEMORY_INIT = 5
+EVAL_SUBSET = 6  # the test images of the in-training evaluations
 
 
 def generator_for(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

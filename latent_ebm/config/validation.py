@@ -27,6 +27,7 @@ _CHOICES = {
     "train.post_init": ("noise", "bank"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,
+    "train.keep_best": ("none", "fid"),
 }
 _POSITIVE = (
     "model.nz",
@@ -41,6 +42,7 @@ _POSITIVE = (
     "train.post_step_size",
     "train.log_every",
     "train.ckpt_every",
+    "train.eval_n",
     "sample.step_size",
     "sample.grid",
 )
@@ -50,6 +52,7 @@ _NON_NEGATIVE = (
     "train.post_steps",
     "train.warm_steps",
     "train.keep_every",
+    "train.eval_every",
     "sample.steps",
 )
 
@@ -115,6 +118,7 @@ def validate(
     if shape is not None:
         _check_arch(cfg, shape)
     PRIORS[cfg.prior.kind].check_config(cfg)
+    _check_evaluations(cfg)
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
         raise LatentEBMError(
@@ -138,6 +142,27 @@ def validate(
                 stacklevel=2,
             )
     return cfg
+
+
+def _check_evaluations(cfg: Config) -> None:
+    """The in-training evaluations: ``eval_every`` within the run, FID's covariance, and
+    ``keep_best`` only with evaluations."""
+    t = cfg.train
+    if t.eval_every > t.iters:
+        raise LatentEBMError(
+            f"config field 'train.eval_every' ({t.eval_every}) exceeds 'train.iters' "
+            f"({t.iters}): set it to at most {t.iters}, or 0 for no in-training evaluation"
+        )
+    if t.eval_every and t.eval_n < 2:
+        raise LatentEBMError(
+            f"config field 'train.eval_n' must be at least 2 (FID fits a covariance), "
+            f"got {t.eval_n}"
+        )
+    if t.keep_best != "none" and not t.eval_every:
+        raise LatentEBMError(
+            f"config field 'train.keep_best' is {t.keep_best}, but no in-training evaluation "
+            "runs: set train.eval_every as well"
+        )
 
 
 def _check_arch(cfg: Config, shape: tuple[int, int, int]) -> None:
