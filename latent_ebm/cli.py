@@ -56,11 +56,13 @@ def _train_config(args: argparse.Namespace) -> Config | None:
         overrides.append(f"data.data_dir={args.data_dir}")
     if args.holdout is not None:
         overrides.append(f"data.holdout={args.holdout}")
+    if args.tensorboard is not None:
+        overrides.append(f"train.tensorboard={str(args.tensorboard).lower()}")
     if args.resume:
         if args.preset or args.config or overrides or args.force:
             raise LatentEBMError(
                 "--resume continues the run with its own config.yaml: drop --preset, "
-                "--config, --set, --seed, --data-dir and --force"
+                "--config, --set, --seed, --data-dir, --holdout, --tensorboard and --force"
             )
         return None
     if args.config is not None:
