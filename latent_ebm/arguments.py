@@ -165,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
 
+    c = sub.add_parser(
+        "compare", help="compare runs of one data set: a Markdown table and overlaid curves"
+    )
+    c.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    c.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="folder of compare.md and compare.png (default: the current folder)",
+    )
+
     b = sub.add_parser(
         "bench", help="measure chain, iteration and sampling speed against the matmul peak"
     )

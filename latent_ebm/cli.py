@@ -7,6 +7,7 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
     latent-ebm sample runs/digits --n 64 --method sir
     latent-ebm eval runs/digits --metric fid
     latent-ebm plot runs/digits
+    latent-ebm compare runs/a runs/b --out runs/compare
     latent-ebm bench --preset svhn --precision bf16 --json bench.json
 """
 
@@ -196,6 +197,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {result.md_path} and {result.json_path}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from latent_ebm.experiments import compare_runs
+
+    result = compare_runs(args.runs, args.out)
+    print(result.markdown)
+    print(f"wrote {result.md_path} and {result.png_path}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
@@ -247,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "plot": _cmd_plot,
         "reproduce": _cmd_reproduce,
+        "compare": _cmd_compare,
         "bench": _cmd_bench,
     }
     try:
