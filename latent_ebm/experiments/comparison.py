@@ -232,7 +232,7 @@ def plot_comparison(records: list[RunRecord], path: Path) -> Path:
             if found is None:
                 continue
             its, times, mean, se = found
-            name = _label(g, names) if len(g) == 1 else f"{names[g[0].path]} (+{len(g) - 1} seeds)"
+            name = names[g[0].path] + ("" if len(g) == 1 else f" ({len(g)} seeds)")
             for j, x in enumerate((its, times / scale)):
                 ax = axes[i, j]
                 ax.plot(
