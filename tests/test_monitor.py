@@ -35,6 +35,7 @@ def _private_cache(monkeypatch, tmp_path_factory):
 def _scalars(folder):
     """Every scalar of a run's TensorBoard events, read by tensorboard's own reader:
     tag -> [(step, value)]."""
+    pytest.importorskip("tensorboard")  # the extra: make test installs it
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
