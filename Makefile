@@ -1,5 +1,5 @@
 # `make demo`: install into .venv and train the digits demo (samples, figures, test MSE in runs/digits).
-# `make test`: install into .venv with the test tools and run the test suite.
+# `make test`: install into .venv with the test tools (and the tensorboard extra) and run the test suite.
 # CPU installs pin PyTorch's CPU build; GPU users pass their own, e.g.
 #   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
@@ -13,7 +13,7 @@ $(BIN)/latent-ebm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
 	touch $@
 
 install: $(BIN)/latent-ebm

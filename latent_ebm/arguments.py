@@ -34,6 +34,17 @@ _SEEDS_HELP = (
 )
 
 
+def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint last|best``: the model of ``checkpoint.pt`` or of ``best.pt``."""
+    parser.add_argument(
+        "--checkpoint",
+        choices=("last", "best"),
+        default="last",
+        help="last (checkpoint.pt, default) or best (best.pt: the lowest in-training FID of a "
+        "run trained with train.keep_best=fid)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from latent_ebm.config import PRESETS
@@ -80,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="after training, make the figures and the test reconstruction MSE",
     )
     t.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        help="also write TensorBoard events in --out/tensorboard (sets train.tensorboard; "
+        "needs pip install latent-ebm[tensorboard])",
+    )
+    t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
 
@@ -95,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--step-size", type=float, help="prior-chain step size (sample.step_size)")
     s.add_argument("--proposals", type=int, default=10, help="SIR proposals per sample (M)")
     s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--out", type=Path, help="output prefix (default RUN/samples/<method>)")
+    s.add_argument("--out", type=Path, help="output prefix (default RUN/samples/<method>[-best])")
+    _add_checkpoint(s)
     s.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
@@ -115,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="random seed")
     e.add_argument("--batch-size", type=int, default=500, help="images per batch")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_checkpoint(e)
     e.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
@@ -148,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(r, "a setting for every model, e.g. prior.prior_samples=langevin (repeatable)")
     r.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+
+    c = sub.add_parser(
+        "compare", help="compare runs of one data set: a Markdown table and overlaid curves"
+    )
+    c.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    c.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="folder of compare.md and compare.png (default: the current folder)",
     )
 
     b = sub.add_parser(

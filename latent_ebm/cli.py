@@ -7,6 +7,7 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
     latent-ebm sample runs/digits --n 64 --method sir
     latent-ebm eval runs/digits --metric fid
     latent-ebm plot runs/digits
+    latent-ebm compare runs/a runs/b --out runs/compare
     latent-ebm bench --preset svhn --precision bf16 --json bench.json
 """
 
@@ -56,11 +57,13 @@ def _train_config(args: argparse.Namespace) -> Config | None:
         overrides.append(f"data.data_dir={args.data_dir}")
     if args.holdout is not None:
         overrides.append(f"data.holdout={args.holdout}")
+    if args.tensorboard is not None:
+        overrides.append(f"train.tensorboard={str(args.tensorboard).lower()}")
     if args.resume:
         if args.preset or args.config or overrides or args.force:
             raise LatentEBMError(
                 "--resume continues the run with its own config.yaml: drop --preset, "
-                "--config, --set, --seed, --data-dir and --force"
+                "--config, --set, --seed, --data-dir, --holdout, --tensorboard and --force"
             )
         return None
     if args.config is not None:
@@ -194,6 +197,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {result.md_path} and {result.json_path}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from latent_ebm.experiments import compare_runs
+
+    result = compare_runs(args.runs, args.out)
+    print(result.markdown)
+    print(f"wrote {result.md_path} and {result.png_path}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
@@ -245,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "plot": _cmd_plot,
         "reproduce": _cmd_reproduce,
+        "compare": _cmd_compare,
         "bench": _cmd_bench,
     }
     try:

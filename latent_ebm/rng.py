@@ -9,6 +9,7 @@ without restoring any generator state.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 
 __all__ = [
     "BATCH_ORDER",
+    "EVAL_SUBSET",
     "MEMORY_INIT",
     "POSTERIOR_INIT",
     "POSTERIOR_NOISE",
@@ -24,6 +26,7 @@ __all__ = [
     "PRIOR_NOISE",
     "REFIT",
     "Streams",
+    "batch_indices",
     "generator_for",
 ]
 
@@ -34,7 +37,8 @@ POSTERIOR_NOISE = 2
 PRIOR_DRAW = 3
 PRIOR_NOISE = 4
 MEMORY_INIT = 5
-REFIT = 6  # the post-hoc refit of the prior (keys: seed, REFIT, part)
+EVAL_SUBSET = 6  # the test images of the in-training evaluations
+REFIT = 7  # the post-hoc refit of the prior (keys: seed, REFIT, part)
 
 
 def generator_for(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -87,3 +91,19 @@ class Streams:
             return torch.randn(self.global_batch, dim, generator=g, device=self.device)[self.rows]
 
         return randn
+
+
+def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Data-set indices of the global mini-batch of ``iteration``, ``(batch_size,)``.
+
+    Each epoch is a permutation seeded by ``(seed, epoch)``; the last partial batch of an
+    epoch is dropped, so iteration ``t`` always sees the same examples.
+    """
+    epoch, b = divmod(iteration, num_train // batch_size)
+    return _epoch_order(num_train, seed, epoch)[b * batch_size : (b + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_train: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch ``epoch``, made once per epoch rather than per iteration."""
+    return torch.randperm(num_train, generator=generator_for(seed, epoch, BATCH_ORDER))

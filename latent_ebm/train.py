@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import time
 import warnings
 from collections import defaultdict
@@ -28,27 +27,12 @@ from latent_ebm.data import Dataset, to_float
 from latent_ebm.errors import ChainDivergedError, LatentEBMError, TrainingInterrupted
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
+from latent_ebm.monitor import Monitor, check_tensorboard
 from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
 from latent_ebm.refit import refit_prior
 
-__all__ = ["batch_indices", "train", "train_iteration"]
-
-
-def batch_indices(iteration: int, num_train: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Data-set indices of the global mini-batch of ``iteration``, ``(batch_size,)``.
-
-    Each epoch is a permutation seeded by ``(seed, epoch)``; the last partial batch of an
-    epoch is dropped, so iteration ``t`` always sees the same examples.
-    """
-    epoch, b = divmod(iteration, num_train // batch_size)
-    return _epoch_order(num_train, seed, epoch)[b * batch_size : (b + 1) * batch_size]
-
-
-@functools.lru_cache(maxsize=2)
-def _epoch_order(num_train: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of epoch ``epoch``, made once per epoch rather than per iteration."""
-    return torch.randperm(num_train, generator=rng.generator_for(seed, epoch, rng.BATCH_ORDER))
+__all__ = ["train", "train_iteration"]
 
 
 @distributed.in_process_group
@@ -105,6 +89,7 @@ def train(
         validate(cfg)
         distributed.shard(cfg.train.batch_size)  # a bad split fails before any file is made
         distributed.main_only(rundir.check_new_run_dir, out, force)
+    check_tensorboard(cfg.train.tensorboard)  # a missing extra fails before any file is made
     t_cfg = cfg.train
     data = data if data is not None else distributed.main_first(rundir.load_data, cfg)
     num_train = len(data.train_x)
@@ -160,7 +145,7 @@ def _train_locked(
     )
     bank = MemoryBank(num_train, cfg.model.nz, t_cfg.seed, device)
     distributed.average_gradients(opt_g, *model.prior.optims)
-    start, elapsed, window, refit = 0, 0.0, defaultdict(list), None
+    start, elapsed, window, best, refit = 0, 0.0, defaultdict(list), None, None
 
     # Restore a checkpoint.
     ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
@@ -173,6 +158,7 @@ def _train_locked(
         torch.set_rng_state(state["rng"]["torch"])
         start, elapsed, refit = state["iteration"], state["elapsed"], state.get("refit")
         window = defaultdict(list, state["window"])
+        best = state.get("best")  # {"fid", "iteration"} of best.pt (train.keep_best)
         if main:
             rundir.truncate_metrics(out, start)
     elif resume and main:
@@ -192,6 +178,7 @@ def _train_locked(
             "bank": bank.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "window": dict(window),
+            "best": monitor.best,
             "refit": refit,  # last losses of the post-hoc refit, once done (None before)
         }
 
@@ -204,16 +191,16 @@ def _train_locked(
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=stop, initial=start, disable=not (progress and main), desc="train", unit="it")
-    log = rundir.open_metrics_log(out if main else None)
+    monitor = Monitor(cfg, out if main else None, data, device, start, best)  # rank 0 writes
     started.append(True)
     with distributed.catch_signals() as caught, contextlib.ExitStack() as closing:
-        closing.callback(os.close, log)
+        closing.callback(monitor.close)
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
-                rundir.write_metrics_line(log, window, it, elapsed + time.perf_counter() - t0)
+                monitor.line(window, it, elapsed + time.perf_counter() - t0)
             model.prior.set_stage(stage, bank)  # also puts frozen ratios in eval mode
-            batch_idx = batch_indices(it, num_train, batch, t_cfg.seed)
+            batch_idx = rng.batch_indices(it, num_train, batch, t_cfg.seed)
             idx = batch_idx[rows]
             x = to_float(data.train_x[idx]).to(device)
             streams = rng.Streams(t_cfg.seed, it, batch, rows, device)
@@ -240,18 +227,22 @@ def _train_locked(
             done = it + 1
             check_finite(done, scalars)
 
-            # Log window means, checkpoint.
+            # Log window means, evaluate (its time is not training time), checkpoint.
             window["stage"].append(stage)
             for k, v in scalars.items():
                 window[k].append(v)
-            logs = {k: v for k, v in scalars.items() if k != "loss_g"}
+            logs = {k: f"{v:.3f}" for k, v in scalars.items() if k != "loss_g"}
+            seconds = elapsed + time.perf_counter() - t0  # one clock for the line and the eval
             if done % t_cfg.log_every == 0:
-                rundir.write_metrics_line(log, window, done, elapsed + time.perf_counter() - t0)
+                monitor.line(window, done, seconds)
             bar.update(1)
-            bar.set_postfix(stage=stage, loss_g=f"{scalars['loss_g']:.1f}", **_fmt(logs))
+            bar.set_postfix(stage=stage, loss_g=f"{scalars['loss_g']:.1f}", **logs)
+            if done == iters:  # the last transition: every ratio joins the prior
+                model.prior.set_stage(stage_of(iters, iters, stages), bank)
+            t0 += monitor.evaluate(
+                model, done, stage, seconds, functools.partial(checkpoint_state, done)
+            )
             if done % t_cfg.ckpt_every == 0 or done == stop or signum:
-                if done == iters:  # the last transition: every ratio joins the prior
-                    model.prior.set_stage(stage_of(iters, iters, stages), bank)
                 if main:
                     rundir.save_checkpoint(ckpt_path, checkpoint_state(done), last_saved)
                 last_saved = done
@@ -394,7 +385,3 @@ def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:
     """Data-set indices of the batch rows ``rows``, the first ``show`` of them."""
     listed = ", ".join(str(int(idx[r])) for r in rows[:show])
     return listed + (f" and {len(rows) - show} more" if len(rows) > show else "")
-
-
-def _fmt(logs: dict[str, float]) -> dict[str, str]:
-    return {k: f"{v:.3f}" for k, v in logs.items()}

@@ -197,7 +197,8 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     reproduce("compare", out, overrides=["sample.grid=9"], **tiny)
     reused = [line.split(":")[0] for line in lines if "not retrained" in line]
     assert reused == ["[1/5] gaussian", "[2/5] nce", "[3/5] adaptive K=4"]
-    assert sum("evaluated earlier" in line for line in lines) == 9  # 3 models x recon, fid, fid-mala
+    # 3 shared models x recon, fid, fid-mala
+    assert sum("evaluated earlier" in line for line in lines) == 9
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
         ["gaussian", "nce", "adaptive-K2", "adaptive-K4", "adaptive-K8", "tre-K4", "lebm"]

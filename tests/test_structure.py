@@ -33,12 +33,13 @@ LAYERS: dict[str, int] = {
     "sampling": 5,
     "refit": 5,
     "rundir": 6,
-    "train": 7,
     "evaluation": 7,
-    "experiments": 8,
-    "arguments": 9,
-    "cli": 10,
-    "__init__": 11,
+    "monitor": 8,
+    "train": 9,
+    "experiments": 10,
+    "arguments": 11,
+    "cli": 12,
+    "__init__": 13,
 }
 
 

@@ -69,6 +69,10 @@ class TrainConfig:
     keep_every: int = 0  # iterations between model snapshots kept in snapshots/ (0: none)
     ckpt_every: int = 500  # iterations between checkpoints (also at the end and on a signal)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    eval_every: int = 0  # iterations between in-training evaluations, also at the end (0: off)
+    eval_n: int = 1000  # test images (recon MSE) and prior samples (FID) of each evaluation
+    keep_best: str = "none"  # none | fid: keep best.pt, the model of the lowest in-training FID
+    tensorboard: bool = False  # also write TensorBoard events under DIR/tensorboard/
 
 
 @dataclass

@@ -25,6 +25,7 @@ _CHOICES = {
     "train.post_init": ("noise", "bank"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,
+    "train.keep_best": ("none", "fid"),
 }
 _POSITIVE = (
     "model.nz",
@@ -43,6 +44,7 @@ _POSITIVE = (
     "train.post_step_size",
     "train.log_every",
     "train.ckpt_every",
+    "train.eval_n",
     "sample.step_size",
     "sample.grid",
 )
@@ -54,6 +56,7 @@ _NON_NEGATIVE = (
     "train.post_steps",
     "train.warm_steps",
     "train.keep_every",
+    "train.eval_every",
     "sample.steps",
 )
 
@@ -118,6 +121,7 @@ def validate(
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
     if shape is not None:
         _check_arch(cfg, shape)
+    _check_evaluations(cfg)
     PRIORS[cfg.prior.kind].check_config(cfg)
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
@@ -164,3 +168,40 @@ def num_stages(cfg: Config) -> int:
     """Number of stages of the training schedule (:func:`latent_ebm.priors.stage_of`): the
     ``num_stages`` of the prior class that ``prior.kind`` names (0: no schedule)."""
     return PRIORS[cfg.prior.kind].num_stages(cfg)
+
+
+def _check_evaluations(cfg: Config) -> None:
+    """The in-training evaluations: ``eval_every`` within the run, FID's covariance, and
+    ``keep_best`` only with evaluations."""
+    t = cfg.train
+    if t.eval_every > t.iters:
+        raise LatentEBMError(
+            f"config field 'train.eval_every' ({t.eval_every}) exceeds 'train.iters' "
+            f"({t.iters}): set it to at most {t.iters}, or 0 for no in-training evaluation"
+        )
+    if t.eval_every and t.eval_n < 2:
+        raise LatentEBMError(
+            f"config field 'train.eval_n' must be at least 2 (FID fits a covariance), "
+            f"got {t.eval_n}"
+        )
+    if t.keep_best != "none" and not t.eval_every:
+        raise LatentEBMError(
+            f"config field 'train.keep_best' is {t.keep_best}, but no in-training evaluation "
+            "runs: set train.eval_every as well"
+        )
+
+
+def _check_arch(cfg: Config, shape: tuple[int, int, int]) -> None:
+    """``model.arch`` has a generator for images of ``shape`` (ARCHITECTURE §5)."""
+    _, h, w = shape
+    sizes = ", ".join(f"{k}x{k}" for k in GENERATOR_FAMILIES if k.isdigit())
+    if h != w or (cfg.model.arch == "auto" and str(h) not in GENERATOR_FAMILIES):
+        raise LatentEBMError(
+            f"{cfg.data.name} images are {h}x{w}: no generator for that size (sizes: {sizes}); "
+            "set data.size to one of them"
+        )
+    if cfg.model.arch == "cifar10" and (h, w) != (32, 32):
+        raise LatentEBMError(
+            f"config field 'model.arch' is cifar10, the generator of 32x32 images, but "
+            f"{cfg.data.name} images are {h}x{w}: use model.arch=auto"
+        )

@@ -42,7 +42,7 @@ from latent_ebm.evaluation.metrics import (
     recon_mse,
     reconstruct,
 )
-from latent_ebm.evaluation.plots import run_figures, sample_run, save_grid
+from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
 from latent_ebm.model import LatentEBM
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import METHODS
@@ -253,9 +253,13 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = True,
     name: str | None = None,
+    checkpoint: str = "last",
 ) -> dict[str, Any]:
     """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
     (``name`` defaults to the metric; e.g. ``fid500`` keeps a 500-step FID beside ``fid``).
+
+    ``checkpoint``: ``last`` (``checkpoint.pt``) or ``best`` (``best.pt``, kept by
+    ``train.keep_best=fid``; the report's name then defaults to ``<metric>-best``).
 
     ``steps``/``step_size`` default to the run's posterior chain (``recon``, ``anomaly``) or
     test-time prior chain (``fid``); ``n``, ``features``, ``weights``, ``method`` and
@@ -279,10 +283,13 @@ def evaluate_run(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LatentEBMError(f"--batch-size must be at least 1, got {batch_size!r}")
     check_device(device, "--device")
+    check_checkpoint(checkpoint)
+    if metric == "anomaly" and checkpoint != "last":
+        raise LatentEBMError("--checkpoint applies to recon and fid; anomaly reads the snapshots")
     run_dir = Path(run_dir)
     dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
-    cfg, model, state = load_run(run_dir, dev)
+    cfg, model, state = load_run(run_dir, dev, checkpoint=checkpoint)
     data = load_data(cfg)
     # _Request's fields follow this function's arguments, in order.
     request = _Request(
@@ -309,7 +316,10 @@ def evaluate_run(
         "run": str(run_dir),
         "iteration": state["iteration"],
     }
+    if checkpoint != "last":
+        report["checkpoint"] = checkpoint
     report.update(METRICS[metric](request))
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    write_report(run_dir, name or metric, report)
+    default = metric if checkpoint == "last" else f"{metric}-{checkpoint}"
+    write_report(run_dir, name or default, report)
     return report

@@ -33,6 +33,7 @@ __all__ = [
     "posterior_samples",
     "recon_mse",
     "reconstruct",
+    "reference_stats",
 ]
 
 
@@ -121,11 +122,15 @@ def fid(
     seed: int = 0,
     batch_size: int = 500,
     progress: bool = False,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
     **sample_kwargs: Any,
 ) -> float:
     """FID between ``n`` generated images and ``train_images`` (``uint8``) in ``extractor``'s
-    feature space; ``sample_kwargs`` go to :func:`latent_ebm.sampling.sample_latents`."""
-    from latent_ebm.evaluation.features import extract, frechet_distance, gaussian_stats
+    feature space; ``sample_kwargs`` go to :func:`latent_ebm.sampling.sample_latents`.
+
+    ``reference``: the mean and covariance of ``train_images``' features, if already at hand
+    (:func:`reference_stats`), e.g. for repeated evaluations during training."""
+    from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
 
     z = sample_latents(
         model, n, seed=seed, batch_size=batch_size, progress=progress, **sample_kwargs
@@ -136,5 +141,16 @@ def fid(
             for i in tqdm(range(0, n, batch_size), desc="features", disable=not progress)
         ]
     )
-    real = extract(extractor, train_images, batch_size=batch_size, progress=progress)
-    return frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+    if reference is None:
+        reference = reference_stats(train_images, extractor, batch_size, progress)
+    return frechet_distance(*gaussian_stats(fake), *reference)
+
+
+def reference_stats(
+    images: torch.Tensor, extractor: Any, batch_size: int = 500, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D,)`` and covariance ``(D, D)`` of ``extractor``'s features of ``images``
+    (``uint8``): the reference side of :func:`fid`."""
+    from latent_ebm.evaluation.features import extract, gaussian_stats
+
+    return gaussian_stats(extract(extractor, images, batch_size=batch_size, progress=progress))

@@ -4,6 +4,8 @@ training loop).
 - :func:`save_grid`: a grid of images as PNG (paper Figure 2).
 - :func:`plot_nce_curves`: NCE loss per stage against iteration, with the chance level
   ``2 log 2`` (paper Figure 4).
+- :func:`plot_quality`: the in-training FID and recon MSE against iterations and training time,
+  with the stage boundaries (``quality.png``).
 - :func:`transition_strip`: prior Langevin chains from ``p_0`` towards the learned prior
   (paper Figure 3).
 - :func:`run_figures`: every figure of a run directory (``latent-ebm plot``).
@@ -25,18 +27,22 @@ import numpy as np
 import torch
 
 from latent_ebm import rng
-from latent_ebm.config import check_seed
+from latent_ebm.config import Config, check_seed, num_stages
 from latent_ebm.data import to_float, to_uint8
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation.metrics import reconstruct
 from latent_ebm.files import write_atomic
 from latent_ebm.model import LatentEBM
-from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics
+from latent_ebm.priors import stage_of
+from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics, split_metrics
 from latent_ebm.sampling import METHODS, sample_latents
 
 __all__ = [
+    "check_checkpoint",
     "image_grid",
     "plot_nce_curves",
+    "plot_quality",
+    "recon_pairs",
     "run_figures",
     "sample_run",
     "save_grid",
@@ -56,6 +62,14 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
         top, left = pad + r * (h + pad), pad + q * (w + pad)
         grid[top : top + h, left : left + w] = x[i].permute(1, 2, 0).numpy()
     return grid
+
+
+def recon_pairs(images: torch.Tensor, recon: torch.Tensor, nrow: int = 10) -> np.ndarray:
+    """Images (``uint8`` ``(N, C, H, W)``) beside their reconstructions (``[-1, 1]``): two
+    :func:`image_grid` side by side, one ``uint8`` array ``(H', W', C)``."""
+    real, fake = image_grid(to_float(images), nrow), image_grid(recon, nrow)
+    gap = np.full((real.shape[0], 4, real.shape[2]), 255, np.uint8)
+    return np.concatenate([real, gap, fake], 1)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
@@ -104,6 +118,57 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
         plt.close(fig)
 
 
+def stage_starts(cfg: Config) -> list[int]:
+    """The iterations at which a new stage of ``cfg``'s schedule begins (after the first)."""
+    iters, k = cfg.train.iters, num_stages(cfg)
+    return [t for t in range(1, iters) if stage_of(t, iters, k) != stage_of(t - 1, iters, k)]
+
+
+def plot_quality(metrics: list[dict[str, Any]], cfg: Config, path: str | Path) -> Path | None:
+    """The in-training evaluations of a run (``train.eval_every``): FID and recon MSE against
+    iterations (left) and training time (right, evaluations excluded), the stage boundaries
+    as dotted lines; ``None`` when ``metrics`` (:func:`latent_ebm.rundir.read_metrics`) holds
+    no evaluation."""
+    losses, evals = split_metrics(metrics)
+    if not evals:
+        return None
+    # Training time at each logged iteration, to place the stage boundaries on the time axis.
+    known = sorted({(0, 0.0), *((m["iteration"], m["time"]) for m in losses + evals)})
+    scale, unit = (60, "min") if evals[-1]["time"] >= 120 else (1, "s")
+    starts = stage_starts(cfg)
+    x_axes = [
+        ([m["iteration"] for m in evals], starts, "iteration"),
+        (
+            [m["time"] / scale for m in evals],
+            list(np.interp(starts, *zip(*known, strict=True)) / scale),
+            f"training time ({unit})",
+        ),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex="col")
+    for row, (key, label) in enumerate(
+        (("fid", "FID (classifier features)"), ("recon", "recon MSE"))
+    ):
+        for col, (x, bounds, xlabel) in enumerate(x_axes):
+            ax = axes[row, col]
+            ax.plot(x, [m["eval"][key] for m in evals], marker="o", ms=3)
+            for i, b in enumerate(bounds):
+                ax.axvline(b, color="gray", ls=":", lw=1, label="new stage" if i == 0 else None)
+            ax.set_ylabel(label)
+            if row == 1:
+                ax.set_xlabel(xlabel)
+    if starts:
+        axes[0, 0].legend(fontsize=8)
+    n = cfg.train.eval_n
+    fig.suptitle(
+        f"In-training quality: FID of {n} prior samples, MSE of {n} test images", fontsize=10
+    )
+    fig.tight_layout()
+    try:
+        return _write_file(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def transition_strip(
     model: LatentEBM,
     path: str | Path,
@@ -136,7 +201,8 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
 
     ``samples.png`` (prior Langevin, ``sample.steps`` of ``sample.step_size``, Figure 2),
     ``reconstructions.png`` (test images beside their reconstructions, Figure 5),
-    ``transition.png`` (Figure 3) and ``nce_loss.png`` (Figure 4, for priors that log NCE).
+    ``transition.png`` (Figure 3), ``nce_loss.png`` (Figure 4, for priors that log NCE) and
+    ``quality.png`` (:func:`plot_quality`, for runs with in-training evaluations).
     """
     check_seed(seed, "--seed")
     run_dir = Path(run_dir)
@@ -147,14 +213,23 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
     n_recon = 10 * max(1, s.grid // 20)
     test_x = load_data(cfg).test_x[:n_recon]
     recon = reconstruct(model, test_x, cfg.train.post_steps, cfg.train.post_step_size, seed=seed)
-    real = torch.from_numpy(image_grid(to_float(test_x), 10))
-    fake = torch.from_numpy(image_grid(recon, 10))
-    gap = torch.full((real.shape[0], 4, real.shape[2]), 255, dtype=torch.uint8)
-    both = torch.cat([real, gap, fake], 1).permute(2, 0, 1)[None].float() / 127.5 - 1
-    paths.append(save_grid(both, run_dir / "reconstructions.png", nrow=1))
+    both = torch.from_numpy(recon_pairs(test_x, recon)).permute(2, 0, 1)[None].float()
+    paths.append(save_grid(both / 127.5 - 1, run_dir / "reconstructions.png", nrow=1))
     paths.append(transition_strip(model, run_dir / "transition.png", seed=seed))
-    curve = plot_nce_curves(read_metrics(run_dir), run_dir / "nce_loss.png")
-    return paths + ([curve] if curve else [])
+    metrics = read_metrics(run_dir)
+    curves = [plot_nce_curves(metrics, run_dir / "nce_loss.png")]
+    curves.append(plot_quality(metrics, cfg, run_dir / "quality.png"))
+    return paths + [c for c in curves if c]
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """``--checkpoint`` names ``last`` (``checkpoint.pt``) or ``best`` (``best.pt``).
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if checkpoint not in ("last", "best"):
+        raise LatentEBMError(f"--checkpoint must be last or best, got {checkpoint!r}")
 
 
 def sample_run(
@@ -168,6 +243,7 @@ def sample_run(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    checkpoint: str = "last",
 ) -> tuple[Path, Path]:
     """Sample ``n`` images of a trained run; write them as a PNG grid and an ``.npz``.
 
@@ -175,7 +251,8 @@ def sample_run(
     chain, ``steps`` and ``step_size`` by default the run's ``sample`` ones; ``sir``: sampling
     importance resampling of ``proposals`` draws each), images ``g(z)``. The files are
     ``out.png`` and ``out.npz`` (``images``: ``uint8`` ``(n, C, H, W)``, ``z``: ``(n, nz)``),
-    ``out`` by default ``RUN/samples/<method>``.
+    ``out`` by default ``RUN/samples/<method>`` (``<method>-best`` for ``checkpoint`` ``best``:
+    the model of ``best.pt``, :func:`latent_ebm.rundir.checkpoint_file`).
 
     Returns:
         The paths of the PNG grid and of the ``.npz``.
@@ -198,10 +275,12 @@ def sample_run(
         raise LatentEBMError(f"--step-size must be positive, got {step_size}")
     check_seed(seed, "--seed")
     run_dir = Path(run_dir)
-    prefix = Path(out) if out is not None else run_dir / "samples" / method
+    check_checkpoint(checkpoint)
+    suffix = "" if checkpoint == "last" else f"-{checkpoint}"
+    prefix = Path(out) if out is not None else run_dir / "samples" / f"{method}{suffix}"
     if out is not None:
         check_creatable(prefix.parent, "--out")
-    cfg, model, _ = load_run(run_dir)
+    cfg, model, _ = load_run(run_dir, checkpoint=checkpoint)
     z = sample_latents(
         model,
         n,

@@ -8,7 +8,9 @@
 - :mod:`~latent_ebm.experiments.tables`: the experiments, their scales and models, and the
   Markdown tables;
 - :mod:`~latent_ebm.experiments.reproduction`: planning, training and evaluating an
-  experiment's runs (``latent-ebm reproduce``).
+  experiment's runs (``latent-ebm reproduce``);
+- :mod:`~latent_ebm.experiments.comparison`: several runs side by side, grouped over seeds
+  (``latent-ebm compare``).
 
 The modules are not named after the functions they hold (``bench``, ``reproduce``): the
 re-export below would rebind the package's attribute, so that ``import
@@ -22,6 +24,7 @@ from latent_ebm.experiments.benchmark import (
     format_comparison,
     format_report,
 )
+from latent_ebm.experiments.comparison import Comparison, compare_runs
 from latent_ebm.experiments.cost import (
     Estimate,
     count_flops,
@@ -52,6 +55,7 @@ __all__ = [
     "EXPERIMENTS",
     "KERNEL_OPS",
     "SCALES",
+    "Comparison",
     "Estimate",
     "Experiment",
     "ModelSpec",
@@ -59,6 +63,7 @@ __all__ = [
     "Reproduction",
     "bench",
     "compare_precisions",
+    "compare_runs",
     "count_flops",
     "describe",
     "estimate",

@@ -64,7 +64,7 @@ __all__ = [
     "reproduce",
 ]
 
-_IGNORED = ("data.data_dir", "train.device")  # may change between reruns of one experiment
+IGNORED_FIELDS = ("data.data_dir", "train.device")  # may change between reruns of one experiment
 
 
 @dataclass(frozen=True)
@@ -179,12 +179,12 @@ def experiment_runs(
 
 
 def _config_difference(old: Config, new: Config) -> str | None:
-    """The first field (not in ``_IGNORED``) where two configs differ, in words; else None."""
+    """The first field (not in ``IGNORED_FIELDS``) where two configs differ, in words; else None."""
     a, b = config_to_dict(old), config_to_dict(new)
     for section, fields in b.items():
         for key, value in fields.items():
             name = f"{section}.{key}"
-            if name not in _IGNORED and a[section][key] != value:
+            if name not in IGNORED_FIELDS and a[section][key] != value:
                 return f"{name} is {a[section][key]!r} there, {value!r} here"
     return None
 

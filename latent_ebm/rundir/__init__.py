@@ -4,9 +4,13 @@ A run directory ``DIR`` holds
 
 - ``config.yaml`` (:data:`CONFIG`): the run's resolved configuration, written when it starts;
 - ``metrics.jsonl`` (:data:`METRICS`): one JSON line per ``train.log_every`` iterations, the
-  window means of the losses (:func:`write_metrics_line`, :func:`read_metrics`);
+  window means of the losses (:func:`write_metrics_line`, :func:`read_metrics`), and one per
+  in-training evaluation (``train.eval_every``; :func:`write_eval_line`, :func:`split_metrics`);
 - ``checkpoint.pt`` (:data:`CHECKPOINT`): the full training state, written atomically, from
   which a resumed run continues exactly (:func:`save_checkpoint`, :func:`load_checkpoint`);
+- ``best.pt`` (:data:`BEST`): with ``train.keep_best=fid``, the training state (as
+  ``checkpoint.pt``) of the lowest in-training FID (``load_run(DIR, checkpoint="best")``);
+- ``tensorboard/`` (:data:`TENSORBOARD`): with ``train.tensorboard``, TensorBoard event files;
 - ``snapshots/model-<iteration>.pt`` (:data:`SNAPSHOTS`): the models kept every
   ``train.keep_every`` iterations (:func:`save_snapshot`, :func:`snapshots`);
 - ``eval/<metric>.json`` (:data:`EVAL`): one report per evaluation metric
@@ -47,12 +51,14 @@ from latent_ebm.rundir.checkpoints import (
     snapshots,
 )
 from latent_ebm.rundir.layout import (
+    BEST,
     CHECKPOINT,
     CONFIG,
     EVAL,
     LOCK,
     METRICS,
     SNAPSHOTS,
+    TENSORBOARD,
     RunLock,
     abandon_new_run,
     check_creatable,
@@ -65,23 +71,28 @@ from latent_ebm.rundir.logs import (
     open_metrics_log,
     read_metrics,
     report_path,
+    split_metrics,
     truncate_metrics,
+    write_eval_line,
     write_metrics_line,
     write_report,
 )
 
 __all__ = [
+    "BEST",
     "CHECKPOINT",
     "CONFIG",
     "EVAL",
     "LOCK",
     "METRICS",
     "SNAPSHOTS",
+    "TENSORBOARD",
     "RunLock",
     "abandon_new_run",
     "check_creatable",
     "check_new_run_dir",
     "check_not_foreign",
+    "checkpoint_file",
     "kept_checkpoint",
     "load_checkpoint",
     "load_data",
@@ -96,7 +107,9 @@ __all__ = [
     "save_checkpoint",
     "save_snapshot",
     "snapshots",
+    "split_metrics",
     "truncate_metrics",
+    "write_eval_line",
     "write_metrics_line",
     "write_report",
 ]
@@ -108,18 +121,40 @@ def load_data(cfg: Config) -> Dataset:
     return load_dataset(d.name, d.data_dir, holdout=d.holdout, size=d.size)
 
 
+def checkpoint_file(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """The file of a run's checkpoint: ``None`` or ``"last"``: ``checkpoint.pt``; ``"best"``:
+    ``best.pt`` (:data:`BEST`); anything else: that path.
+
+    Raises:
+        LatentEBMError: ``"best"`` on a run without ``best.pt``.
+    """
+    run_dir = Path(run_dir)
+    if checkpoint is None or checkpoint == "last":
+        return run_dir / CHECKPOINT
+    if checkpoint == "best":
+        if not (run_dir / BEST).exists():
+            raise LatentEBMError(
+                f"{run_dir} has no {BEST}: only a run trained with train.keep_best=fid (and "
+                "train.eval_every) keeps one; use --checkpoint last"
+            )
+        return run_dir / BEST
+    return Path(checkpoint)
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None
 ) -> tuple[Config, LatentEBM, dict[str, Any]]:
     """Config, model (in eval mode, prior at its saved stage) and raw checkpoint of a run.
 
-    ``checkpoint`` picks another file than ``checkpoint.pt``, e.g. one of :func:`snapshots`.
+    ``checkpoint`` picks another file than ``checkpoint.pt`` (:func:`checkpoint_file`):
+    ``"best"`` (``best.pt``) or a path, e.g. one of :func:`snapshots`.
     The run's ``config.yaml`` is validated as ``--resume`` does; the checkpoint is loaded by
     :func:`load_checkpoint` (never running code) and must match the config.
 
     Raises:
-        LatentEBMError: no such run or checkpoint, a bad config, a refused, unreadable or
-            mismatched checkpoint, or one with a NaN or Inf parameter.
+        LatentEBMError: no such run or checkpoint (``"best"`` without ``best.pt``), a bad
+            config, a refused, unreadable or mismatched checkpoint, or one with a NaN or Inf
+            parameter.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -127,7 +162,7 @@ def load_run(
     if not (run_dir / CONFIG).exists():
         raise LatentEBMError(f"{run_dir} is not a run directory (no {CONFIG})")
     cfg = validate(load_config(run_dir / CONFIG))
-    path = Path(checkpoint) if checkpoint else run_dir / CHECKPOINT
+    path = checkpoint_file(run_dir, checkpoint)
     state = load_checkpoint(path)
     shape = tuple(state.get("shape", ()))
     if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):

@@ -14,6 +14,8 @@ from latent_ebm.errors import LatentEBMError
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+TENSORBOARD = "tensorboard"
 METRICS = "metrics.jsonl"
 SNAPSHOTS = "snapshots"
 EVAL = "eval"
@@ -147,7 +149,7 @@ class RunLock:
 def _remove_stale_temporaries(run_dir: Path) -> None:
     """Remove the temporary files of writes that a kill interrupted (``.checkpoint.pt.*.tmp``
     and the like). Only the lock holder calls this: every such file is its own."""
-    stale = [run_dir.glob(f".{name}.*.tmp") for name in (CHECKPOINT, CONFIG, METRICS)]
+    stale = [run_dir.glob(f".{name}.*.tmp") for name in (CHECKPOINT, BEST, CONFIG, METRICS)]
     stale.append((run_dir / SNAPSHOTS).glob(".*.tmp"))
     for paths in stale:
         for path in paths:

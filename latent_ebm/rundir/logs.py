@@ -1,5 +1,6 @@
-"""The metrics log (one JSON line per ``train.log_every`` iterations, appended whole) and the
-evaluation reports (the room :mod:`latent_ebm.rundir`)."""
+"""The metrics log (one JSON line per ``train.log_every`` iterations and one per in-training
+evaluation, each appended whole) and the evaluation reports (the room
+:mod:`latent_ebm.rundir`)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The lines of ``metrics.jsonl`` as dicts; a partial last line is skipped with a warning.
 
+    The lines of in-training evaluations (:func:`write_eval_line`) hold an ``"eval"`` key;
+    :func:`split_metrics` separates them from the loss lines.
+
     Raises:
         LatentEBMError: a complete line that is not JSON.
     """
@@ -50,6 +54,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
             stacklevel=2,
         )
     return rows
+
+
+def split_metrics(
+    rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The lines of :func:`read_metrics` split into the loss lines and the evaluation lines."""
+    return [m for m in rows if "eval" not in m], [m for m in rows if "eval" in m]
 
 
 def truncate_metrics(run_dir: Path, iteration: int) -> None:
@@ -71,8 +82,9 @@ def open_metrics_log(run_dir: Path | None) -> int:
 
 def write_metrics_line(
     log: int, window: dict[str, list[float]], iteration: int, seconds: float
-) -> None:
+) -> dict[str, Any]:
     """One line of ``metrics.jsonl``: the window's last stage and mean values; then reset it.
+    Returns the line.
 
     ``log`` is a descriptor of :func:`open_metrics_log`: the whole line goes out in one
     ``os.write`` (an append), so a line is partial only when the disk fills mid-write, and
@@ -89,16 +101,36 @@ def write_metrics_line(
         "time": round(seconds, 3),
     }
     line.update({k: float(np.mean(v)) for k, v in window.items() if v})
+    _append(log, line)
+    window.clear()
+    return line
+
+
+def write_eval_line(
+    log: int, iteration: int, stage: int, seconds: float, values: dict[str, float], spent: float
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl`` for an in-training evaluation at ``iteration``:
+    ``{"iteration", "stage", "time", "eval": values, "eval_time"}``, ``time`` the training
+    seconds so far (evaluations excluded), ``eval_time`` the seconds this evaluation took.
+    Written and refused as :func:`write_metrics_line`; returns the line.
+    """
+    line = {"iteration": iteration, "stage": stage, "time": round(seconds, 3), "eval": values}
+    line["eval_time"] = round(spent, 3)
+    _append(log, line)
+    return line
+
+
+def _append(log: int, line: dict[str, Any]) -> None:
+    """Append ``line`` as JSON in one ``os.write`` (more only when the disk fills part-way)."""
     data = (json.dumps(line) + "\n").encode()
     try:
-        while data:  # one call for the whole line unless the disk fills part-way
+        while data:
             data = data[os.write(log, data) :]
     except OSError as e:
         raise LatentEBMError(
             f"could not write {METRICS} ({e.strerror or e}); free disk space and continue "
             "with --resume (a partial line is removed)"
         ) from None
-    window.clear()
 
 
 def report_path(run_dir: str | Path, metric: str) -> Path:
