@@ -154,3 +154,26 @@ def test_mala_sampling_of_a_trained_prior(tmp_path, digits):
     g = train(tiny_config("prior.kind=gaussian"), tmp_path / "g", progress=False, data=digits)
     exact = sample_latents(g, 30, method="mala", steps=20, seed=1)
     assert torch.equal(exact, sample_latents(g, 30, method="langevin", steps=20, seed=1))
+
+
+def test_reproduce_finishes_a_refit_that_was_interrupted(tmp_path, monkeypatch):
+    from latent_ebm.experiments import experiment_runs
+    from latent_ebm.experiments import reproduction as rep
+
+    run = experiment_runs("stages", "digits", "tiny", overrides=REFIT)[1]  # nce
+    run_dir = tmp_path / run.name
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(sys.modules["latent_ebm.train"], "refit_prior", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(run.cfg, run_dir, progress=False)
+    lines: list[str] = []
+    state = rep._train(run, run_dir, "nce", False, lines.append)
+    assert lines == ["nce: resuming at iteration 16 of 16 ..."]
+    assert len(state["refit"]) == 1
+    lines.clear()
+    rep._train(run, run_dir, "nce", False, lines.append)
+    assert lines == ["nce: trained earlier (16 iterations), not retrained"]
