@@ -108,4 +108,4 @@ __all__ = [
     "resolve_config",
     "train",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

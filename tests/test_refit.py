@@ -138,7 +138,9 @@ def test_training_ends_with_the_refit_and_a_resume_repeats_it(tmp_path, digits, 
     for pa, pb in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(pa, pb)
     # The refit changed the prior: its ratios differ from a run without one.
-    plain = train(tiny_config(), tmp_path / "plain", progress=False, data=digits)
+    plain = train(
+        tiny_config("prior.refit_steps=0"), tmp_path / "plain", progress=False, data=digits
+    )
     assert checkpoint_state(tmp_path / "plain")["refit"] is None
     assert not torch.equal(full.prior.ratios[0].net[0].weight, plain.prior.ratios[0].net[0].weight)
     # ... and nothing else: the generator is the same.
@@ -177,3 +179,18 @@ def test_reproduce_finishes_a_refit_that_was_interrupted(tmp_path, monkeypatch):
     lines.clear()
     rep._train(run, run_dir, "nce", False, lines.append)
     assert lines == ["nce: trained earlier (16 iterations), not retrained"]
+
+
+def test_a_run_saved_before_the_refit_existed_keeps_meaning_no_refit(tmp_path):
+    from latent_ebm.config import load_config, save_config
+
+    cfg = tiny_config()
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").prior.refit_steps == 20
+    old = (tmp_path / "config.yaml").read_text().replace("  refit_steps: 20\n", "")
+    (tmp_path / "config.yaml").write_text(old)
+    assert load_config(tmp_path / "config.yaml").prior.refit_steps == 0
+    assert tiny_config("prior.refit_steps=4000").prior.refit_steps == 4000
+    from latent_ebm.config import Config
+
+    assert Config().prior.refit_steps == 4000  # new configs refit by default

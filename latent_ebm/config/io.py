@@ -160,6 +160,17 @@ def save_config(cfg: Config, path: str | Path) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
+# Fields added after runs were saved without them, with the value that repeats what those
+# runs did (not the new default): a run's config.yaml keeps meaning what it meant.
+_ABSENT_MEANS = {("prior", "refit_steps"): 0}  # no refit before version 0.3
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a ``config.yaml`` written by :func:`save_config`."""
-    return config_from_dict(_read_yaml(Path(path)))
+    """Read a ``config.yaml`` written by :func:`save_config`; a field it lacks because it was
+    written before the field existed takes the value that repeats the old behaviour
+    (``prior.refit_steps: 0``), not the new default."""
+    d = _read_yaml(Path(path))
+    for (section, key), value in _ABSENT_MEANS.items():
+        if isinstance(d.get(section), dict) and key not in d[section]:
+            d[section] = {**d[section], key: value}
+    return config_from_dict(d)

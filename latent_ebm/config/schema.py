@@ -43,7 +43,7 @@ class PriorConfig:
     lr: float = 5e-5  # Adam learning rate of the prior's networks (paper A.3)
     # Post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
     # priors re-learn their ratios on posterior samples of the final generator. 0: off (paper).
-    refit_steps: int = 0  # Adam updates in all (split over the stages of adaptive)
+    refit_steps: int = 4000  # Adam updates in all (split over the stages of adaptive)
     refit_batch: int = 500  # rows of each side of every refit NCE update
     refit_lr: float = 1e-3  # Adam learning rate of the refit
     refit_samples: int = 6000  # posterior samples of the training images (cycled) to fit
