@@ -21,14 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latent_ebm.experiments.stats import (
-    CRITERION,
-    Summary,
-    beats,
-    no_worse,
-    summarize,
-    within,
-)
+from latent_ebm.experiments.stats import CRITERION, Summary, beats, no_worse, summarize, within
 
 __all__ = [
     "COLUMNS",
