@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="one training and evaluation seed (default 0)")
     r.add_argument("--seeds", type=int, nargs="+", metavar="N", help=_SEEDS_HELP)
     r.add_argument("--data-dir", type=Path, help="folder of the data files")
-    _add_set(r, "a setting for every model, e.g. prior.prior_samples=langevin (repeatable)")
+    _add_set(
+        r,
+        "a setting for every model, e.g. prior.prior_samples=langevin, or for the models of "
+        "one prior kind, e.g. lebm:prior.lr=2e-4 (repeatable)",
+    )
     r.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )

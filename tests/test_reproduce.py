@@ -12,6 +12,7 @@ import torch
 from latent_ebm.config import config_to_dict, save_config
 from latent_ebm.experiments import EXPERIMENTS, experiment_runs, reproduce
 from latent_ebm.experiments import reproduction as rep
+from latent_ebm.experiments.tables import _override_text
 from latent_ebm.rundir import load_run
 from latent_ebm.train import train
 from tests.conftest import run_cli, tiny_config
@@ -111,6 +112,23 @@ def test_overrides_apply_to_every_model_but_not_to_per_model_fields():
             experiment_runs("stages", "digits", "cpu", overrides=[field])
     with pytest.raises(rep.LatentEBMError, match=r"train\.post_steps"):
         experiment_runs("compare", "digits", "cpu", overrides=["train.post_steps=5"])
+
+
+def test_a_scoped_override_applies_to_one_prior_kind_only():
+    plain = experiment_runs("compare", "digits", "cpu", overrides=["prior.lr=1e-3"])
+    runs = experiment_runs(
+        "compare", "digits", "cpu", overrides=["prior.lr=1e-3", "lebm:prior.lr=2e-4"]
+    )
+    for a, b in zip(plain, runs, strict=True):
+        assert b.cfg.prior.lr == (2e-4 if b.spec.kind == "lebm" else 1e-3)
+        b.cfg.prior.lr = a.cfg.prior.lr
+        assert config_to_dict(a.cfg) == config_to_dict(b.cfg)  # nothing else changed
+    with pytest.raises(rep.LatentEBMError, match="no model of prior kind 'lebm'"):
+        experiment_runs("stages", "digits", "cpu", overrides=["lebm:prior.lr=2e-4"])
+    with pytest.raises(rep.LatentEBMError, match=re.escape("sets prior.stages itself")):
+        experiment_runs("compare", "digits", "cpu", overrides=["tre:prior.stages=2"])
+    assert _override_text("lebm:prior.lr=2e-4") == " `lebm` models: `prior.lr=2e-4`."
+    assert _override_text("data.data_dir=C:/d") == " Every model: `data.data_dir=C:/d`."
 
 
 def test_tre_with_one_ratio_is_the_nce_prior(tmp_path, digits):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,10 @@ def experiment_runs(
     """The models of ``experiment`` at ``scale``: their validated configs, in table order.
 
     Every config is the scale's base config, then ``overrides`` (``section.field=value``, the
-    same for every model, e.g. ``prior.prior_samples=langevin``), then only the model's own
-    overrides (``prior.kind``/``prior.stages``, and ``lebm``'s ``train.post_steps``);
+    same for every model, e.g. ``prior.prior_samples=langevin``; ``KIND:section.field=value``
+    only for the models whose ``prior.kind`` is ``KIND``, e.g. ``lebm:prior.lr=2e-4``, after
+    the shared ones), then only the model's own overrides (``prior.kind``/``prior.stages``, and
+    ``lebm``'s ``train.post_steps``);
     ``anomaly`` adds ``data.holdout`` and keeps 20 snapshots per run, as ``latent-ebm train
     --holdout`` does.
 
@@ -158,13 +161,26 @@ def experiment_runs(
     per_model = {"data.holdout", "train.seed"} | {
         o.split("=")[0] for spec in exp.models for o in spec.overrides
     }
+    shared, scoped = [], defaultdict(list)  # scoped: prior kind -> its models' overrides
+    kinds = sorted({spec.kind for spec in exp.models})
     for o in overrides:
-        if o.split("=")[0].strip() in per_model:
+        key = o.split("=")[0].strip()
+        kind, _, key = key.rpartition(":")
+        if key in per_model:
             raise LatentEBMError(
-                f"--set {o}: '{experiment}' sets {o.split('=')[0].strip()} itself (per model, "
+                f"--set {o}: '{experiment}' sets {key} itself (per model, "
                 "or by --holdout / --seed); override other fields"
             )
-    base = apply_overrides(_base_config(dataset, scale, seed, data_dir), list(overrides))
+        if kind and kind not in kinds:
+            raise LatentEBMError(
+                f"--set {o}: '{experiment}' has no model of prior kind '{kind}' "
+                f"(its kinds: {', '.join(kinds)})"
+            )
+        if kind:
+            scoped[kind].append(o.split(":", 1)[1])
+        else:
+            shared.append(o)
+    base = apply_overrides(_base_config(dataset, scale, seed, data_dir), shared)
     classes: list[int | None] = [None]
     if exp.per_class:
         classes = list(_holdouts(dataset, scale, holdout, data_dir))
@@ -173,7 +189,7 @@ def experiment_runs(
     for spec in exp.models:
         for c in classes:
             held = [] if c is None else [f"data.holdout={c}"]
-            cfg = apply_overrides(copy.deepcopy(base), spec.overrides + held)
+            cfg = apply_overrides(copy.deepcopy(base), scoped[spec.kind] + spec.overrides + held)
             runs.append(PlannedRun(spec, c, validate(cfg)))
     return runs
 

@@ -324,7 +324,7 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         f"Data set `{results['dataset']}`, scale `{results['scale']}`: {t['iters']:,} "
         f"iterations of batch {t['batch_size']}, {seed_text}; generator nz "
         f"{m['nz']} / ngf {m['ngf']}; posterior chain {t['post_steps']} steps of "
-        f"{t['post_step_size']}." + "".join(f" Every model: `{o}`." for o in results["overrides"]),
+        f"{t['post_step_size']}." + "".join(map(_override_text, results["overrides"])),
     ]
     if len(seeds) > 1:
         lines.append(
@@ -333,10 +333,8 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         )
     fid = results["fid"]
     if fid is not None:
-        feats = rows[0]["reports"]["fid"]["features"]
-        extra = (
-            f", its test accuracy {feats['test_accuracy']:.1%}" if "test_accuracy" in feats else ""
-        )
+        acc = rows[0]["reports"]["fid"]["features"].get("test_accuracy")
+        extra = f", its test accuracy {acc:.1%}" if acc is not None else ""
         lines.append(
             f"FID: {fid['features']} features{extra}, {fid['n']:,} generated images (prior "
             "Langevin chain of the run's `sample.steps`, unless the column says otherwise) "
@@ -374,11 +372,8 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
             cells = [_cell(runs, k) for k in exp.columns]
             stages = "-" if r["stages"] is None else str(r["stages"])
             mean_time = sum(x["train_time_s"] for x in runs) / len(runs)
-            lines.append(
-                f"| {r['label']} | {r['kind']} | {stages} | "
-                + " | ".join(cells)
-                + f" | {_duration(mean_time)} |"
-            )
+            row = [r["label"], r["kind"], stages, *cells, _duration(mean_time)]
+            lines.append("| " + " | ".join(row) + " |")
 
     notes = [
         "every model shares the generator, data, iterations, batch and seed; only `prior.*` differs"
@@ -395,3 +390,9 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         lines += ["Claims of the paper, tested here:", "", *_claim_rows(exp, groups), ""]
         lines += [CRITERION, ""]
     return "\n".join(lines)
+
+
+def _override_text(o: str) -> str:
+    """A ``--set`` of the command in words: for every model, or (``KIND:``) one prior kind's."""
+    kind, _, setting = o.partition(":")
+    return f" `{kind}` models: `{setting}`." if "=" not in kind else f" Every model: `{o}`."
