@@ -194,7 +194,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     options["seeds"] = _seeds(args.seed, args.seeds)
     result = reproduce(args.experiment, args.out, **options)
     print(result.markdown)
-    print(f"wrote {result.md_path} and {result.json_path}")
+    figure = f" and {result.png_path}" if result.png_path else ""
+    print(f"wrote {result.md_path}, {result.json_path}{figure}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:

@@ -12,7 +12,8 @@ import torch
 from latent_ebm.config import config_to_dict, save_config
 from latent_ebm.experiments import EXPERIMENTS, experiment_runs, reproduce
 from latent_ebm.experiments import reproduction as rep
-from latent_ebm.experiments.tables import _override_text
+from latent_ebm.experiments.figures import stage_curves
+from latent_ebm.experiments.settings import describe_setting
 from latent_ebm.rundir import load_run
 from latent_ebm.train import train
 from tests.conftest import run_cli, tiny_config
@@ -127,8 +128,32 @@ def test_a_scoped_override_applies_to_one_prior_kind_only():
         experiment_runs("stages", "digits", "cpu", overrides=["lebm:prior.lr=2e-4"])
     with pytest.raises(rep.LatentEBMError, match=re.escape("sets prior.stages itself")):
         experiment_runs("compare", "digits", "cpu", overrides=["tre:prior.stages=2"])
-    assert _override_text("lebm:prior.lr=2e-4") == " `lebm` models: `prior.lr=2e-4`."
-    assert _override_text("data.data_dir=C:/d") == " Every model: `data.data_dir=C:/d`."
+    assert describe_setting("lebm:prior.lr=2e-4") == " `lebm` models: `prior.lr=2e-4`."
+    assert describe_setting("data.data_dir=C:/d") == " Every model: `data.data_dir=C:/d`."
+
+
+def test_stage_curves_are_the_mean_and_se_over_seeds():
+    def row(label, kind, stages, fid):
+        return {"label": label, "kind": kind, "stages": stages, "reports": {"fid": {"value": fid}}}
+
+    results = {
+        "models": [
+            row("gaussian", "gaussian", 0, 90.0),
+            row("nce", "nce", 1, 40.0),
+            row("adaptive K=2", "adaptive", 2, 30.0),
+            row("tre K=1", "nce", 1, 40.0),
+            row("tre K=2", "tre", 2, 35.0),
+            row("gaussian", "gaussian", 0, 94.0),
+            row("nce", "nce", 1, 44.0),
+            row("adaptive K=2", "adaptive", 2, 34.0),
+            row("tre K=1", "nce", 1, 44.0),
+            row("tre K=2", "tre", 2, 45.0),
+        ]
+    }
+    curves = stage_curves(results, "fid")
+    assert curves["adaptive"] == [(0, 92.0, 2.0, 2), (1, 42.0, 2.0, 2), (2, 32.0, 2.0, 2)]
+    assert curves["tre"] == [(1, 42.0, 2.0, 2), (2, 40.0, 5.0, 2)]
+    assert stage_curves(results, "recon") == {}
 
 
 def test_tre_with_one_ratio_is_the_nce_prior(tmp_path, digits):
@@ -189,6 +214,8 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
             assert model["reports"][metric]["value"] == report["value"]
             assert cell == f"{report['value']:.{digits}f}"
         assert model["train_time_s"] == round(load_run(run)[2]["elapsed"], 1)
+    assert f"stages.json and {out / 'stages.png'}" in stdout  # the figure of Table 3
+    assert (out / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Rerunning retrains and re-evaluates nothing and writes the same table.
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.pt")}

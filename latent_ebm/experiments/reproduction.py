@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ from latent_ebm.config import (
 from latent_ebm.data import DATASETS, load_dataset
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation import evaluate_run
+from latent_ebm.experiments.figures import plot_stages
+from latent_ebm.experiments.settings import split_settings
 from latent_ebm.experiments.tables import (
     COLUMNS,
     EXPERIMENTS,
@@ -92,6 +93,7 @@ class Reproduction:
     results: dict[str, Any]
     md_path: Path
     json_path: Path
+    png_path: Path | None = None  # stages/adaptive: the figure of Table 3 (experiments.figures)
 
 
 def _choice(what: str, value: str, choices: Sequence[str]) -> None:
@@ -158,28 +160,7 @@ def experiment_runs(
     exp = EXPERIMENTS[experiment]
     if holdout is not None and not exp.per_class:
         raise LatentEBMError(f"--holdout applies to the anomaly experiment, not '{experiment}'")
-    per_model = {"data.holdout", "train.seed"} | {
-        o.split("=")[0] for spec in exp.models for o in spec.overrides
-    }
-    shared, scoped = [], defaultdict(list)  # scoped: prior kind -> its models' overrides
-    kinds = sorted({spec.kind for spec in exp.models})
-    for o in overrides:
-        key = o.split("=")[0].strip()
-        kind, _, key = key.rpartition(":")
-        if key in per_model:
-            raise LatentEBMError(
-                f"--set {o}: '{experiment}' sets {key} itself (per model, "
-                "or by --holdout / --seed); override other fields"
-            )
-        if kind and kind not in kinds:
-            raise LatentEBMError(
-                f"--set {o}: '{experiment}' has no model of prior kind '{kind}' "
-                f"(its kinds: {', '.join(kinds)})"
-            )
-        if kind:
-            scoped[kind].append(o.split(":", 1)[1])
-        else:
-            shared.append(o)
+    shared, scoped = split_settings(experiment, exp, overrides)
     base = apply_overrides(_base_config(dataset, scale, seed, data_dir), shared)
     classes: list[int | None] = [None]
     if exp.per_class:
@@ -374,7 +355,10 @@ def reproduce(
     md_path, json_path = out / f"{experiment}.md", out / f"{experiment}.json"
     md_path.write_text(markdown)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    return Reproduction(markdown, results, md_path, json_path)
+    png = None
+    if experiment in ("stages", "adaptive"):  # FID and recon against the number of stages
+        png = plot_stages(results, list(exp.columns), out / f"{experiment}.png")
+    return Reproduction(markdown, results, md_path, json_path, png)
 
 
 def _command(

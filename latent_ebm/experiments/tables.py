@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latent_ebm.experiments.settings import describe_setting
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, no_worse, summarize, within
 
 __all__ = [
@@ -324,7 +325,7 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         f"Data set `{results['dataset']}`, scale `{results['scale']}`: {t['iters']:,} "
         f"iterations of batch {t['batch_size']}, {seed_text}; generator nz "
         f"{m['nz']} / ngf {m['ngf']}; posterior chain {t['post_steps']} steps of "
-        f"{t['post_step_size']}." + "".join(map(_override_text, results["overrides"])),
+        f"{t['post_step_size']}." + "".join(map(describe_setting, results["overrides"])),
     ]
     if len(seeds) > 1:
         lines.append(
@@ -390,9 +391,3 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         lines += ["Claims of the paper, tested here:", "", *_claim_rows(exp, groups), ""]
         lines += [CRITERION, ""]
     return "\n".join(lines)
-
-
-def _override_text(o: str) -> str:
-    """A ``--set`` of the command in words: for every model, or (``KIND:``) one prior kind's."""
-    kind, _, setting = o.partition(":")
-    return f" `{kind}` models: `{setting}`." if "=" not in kind else f" Every model: `{o}`."

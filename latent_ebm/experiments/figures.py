@@ -1,0 +1,101 @@
+"""The figure of the paper's Table 3: FID (and recon MSE) against the number of stages.
+
+``reproduce stages`` and ``reproduce adaptive`` write ``OUT/<experiment>.png`` beside their
+tables: one panel per metric column, the adaptive prior's curve (``nce`` is its one-stage
+model, ``gaussian`` its zero-stage one) and, in ``adaptive``, the non-adaptive TRE curve
+(``tre K=1`` is the ``nce`` run, ARCHITECTURE §4). Points are the mean over seeds, error bars
+± one standard error (none with one seed). The stage axis is logarithmic in base 2, with 0
+stages drawn left of 1.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from latent_ebm.errors import LatentEBMError
+from latent_ebm.experiments.stats import summarize
+from latent_ebm.experiments.tables import COLUMNS
+from latent_ebm.files import write_atomic
+
+__all__ = ["plot_stages", "stage_curves"]
+
+
+def stage_curves(
+    results: dict[str, Any], column: str
+) -> dict[str, list[tuple[int, float, float, int]]]:
+    """The points of each curve of one column: ``{"adaptive" | "tre": [(stages, mean, se,
+    seeds), ...]}`` in stage order, from the ``models`` rows of a ``reproduce`` result.
+
+    A row belongs to the TRE curve when its label starts with ``tre``; every other row (the
+    Gaussian prior at 0 stages, ``nce`` at 1, ``adaptive K=k``) to the adaptive one.
+    """
+    values: dict[str, dict[int, list[float]]] = {}
+    for row in results["models"]:
+        if column not in row["reports"]:
+            continue
+        curve = "tre" if row["label"].startswith("tre") else "adaptive"
+        stages = 0 if row["kind"] == "gaussian" else int(row["stages"] or 1)
+        values.setdefault(curve, {}).setdefault(stages, []).append(row["reports"][column]["value"])
+    curves = {}
+    for curve, by_stage in values.items():
+        points = []
+        for k in sorted(by_stage):
+            s = summarize(by_stage[k])
+            points.append((k, s.mean, 0.0 if math.isnan(s.se) else s.se, s.n))
+        curves[curve] = points
+    return curves
+
+
+def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -> Path:
+    """Draw ``columns`` of a ``stages``/``adaptive`` result against the number of stages.
+
+    Raises:
+        LatentEBMError: the PNG could not be written (the message says why).
+    """
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.2), squeeze=False)
+    ticks: set[int] = set()
+    for ax, column in zip(axes[0], columns, strict=True):
+        for curve, style in (("adaptive", "o-"), ("tre", "s--")):
+            points = stage_curves(results, column).get(curve, [])
+            if not points:
+                continue
+            xs = [_position(k) for k, *_ in points]
+            ticks.update(k for k, *_ in points)
+            ax.errorbar(
+                xs,
+                [m for _, m, _, _ in points],
+                yerr=[se for *_, se, _ in points],
+                fmt=style,
+                capsize=3,
+                label="adaptive" if curve == "adaptive" else "TRE (non-adaptive)",
+            )
+        ax.set_xticks([_position(k) for k in sorted(ticks)], [str(k) for k in sorted(ticks)])
+        ax.set_xlabel("stages K")
+        ax.set_title(COLUMNS[column].heading, fontsize=9)
+        ax.legend(fontsize=7)
+    seeds = results["seeds"]
+    fig.suptitle(
+        f"{results['title']} ({results['dataset']}, {len(seeds)} seed"
+        f"{'s' if len(seeds) > 1 else ''}; bars ± 1 SE)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+    except OSError as e:
+        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _position(stages: int) -> float:
+    """Where ``stages`` sits on the axis: log2, with 0 stages one step left of 1."""
+    return math.log2(stages) if stages > 0 else -1.0
