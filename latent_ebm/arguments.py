@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "anomaly (Table 2)",
     )
     r.add_argument("--dataset", default="fashion-mnist", help="data set (default fashion-mnist)")
-    r.add_argument("--scale", default="cpu", help="cpu (default) | paper | tiny")
+    r.add_argument("--scale", default="cpu", help="cpu (default) | digits | paper | tiny")
     r.add_argument("--out", type=Path, required=True, help="folder of the runs and tables")
     r.add_argument(
         "--holdout",
