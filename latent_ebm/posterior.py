@@ -93,6 +93,13 @@ def posterior_step(
     # stay posterior samples, so the persistent prior samples keep their meaning.
     t_cfg = cfg.train
     z0 = chain_start(model, x, streams, t_cfg.post_init, bank, idx)
+    bad = (~torch.isfinite(z0).all(1)).nonzero().flatten().tolist()
+    if bad:  # only a diverged amortiser makes a non-finite start
+        raise ChainDivergedError(
+            f"the amortised start of data-set examples {_examples(bad, idx)} is not finite "
+            f"(NaN/Inf); lower train.amortiser_lr (now {t_cfg.amortiser_lr})",
+            bad,
+        )
     noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
     steps = t_cfg.chain_steps(t_cfg.post_init)
     try:
