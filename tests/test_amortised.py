@@ -13,6 +13,7 @@ from latent_ebm.amortiser import Amortiser
 from latent_ebm.config import load_config, save_config, validate
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.evaluation import evaluate_run, recon_mse
+from latent_ebm.experiments import bench, count_flops, describe, format_report, iteration_flops
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.nets import Encoder
@@ -248,3 +249,28 @@ def test_warm_steps_of_saved_configs_keep_their_meaning(tmp_path, post_init, sav
 def test_bad_amortised_fields(overrides, message):
     with pytest.raises(LatentEBMError, match=re.escape(message)):
         validate(tiny_config(*overrides))
+
+
+def test_cost_and_bench_count_the_amortiser():
+    # The operation count of an amortised iteration is its chain of warm_steps steps plus the
+    # amortiser (one encoder draw, one encoder update); the bench times it beside the
+    # noise-started iteration of the same config, in the same call, and reports the ratio.
+    noise = validate(tiny_config())
+    short = validate(tiny_config(*AMORTISED, "train.warm_steps=1"))
+    flops = {c: iteration_flops(cfg, SHAPE) for c, cfg in (("noise", noise), ("short", short))}
+    model = build_model(short, SHAPE)
+    x = torch.zeros(1, *SHAPE)
+    draw = count_flops(lambda: model.amortiser.draw(x, torch.zeros(1, 4)))
+    update = count_flops(lambda: model.amortiser.train_step(x, torch.zeros(1, 4)))
+    one_step = validate(tiny_config("train.post_steps=1"))
+    b = short.train.batch_size
+    assert flops["short"] == iteration_flops(one_step, SHAPE) + b * (draw + update)
+    assert flops["short"] < flops["noise"]
+    result = bench(short, "fp32", repeats=1, warmup=0, peak_seconds=0.01, profile=False)
+    parts = result["parts"]
+    assert parts["iteration"]["flops"] == flops["short"]
+    assert parts["noise_iteration"]["flops"] == flops["noise"]
+    ratio = parts["iteration"]["seconds"] / parts["noise_iteration"]["seconds"]
+    assert parts["iteration"]["vs_noise"] == ratio
+    assert f"amortised start (1 chain steps): {ratio:.3f}x" in format_report(result)
+    assert "amortiser " in describe(short, SHAPE)
