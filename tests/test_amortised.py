@@ -12,7 +12,7 @@ from latent_ebm import rng
 from latent_ebm.amortiser import Amortiser
 from latent_ebm.config import load_config, save_config, validate
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
-from latent_ebm.evaluation import evaluate_run, recon_mse
+from latent_ebm.evaluation import evaluate_run, posterior_quality, recon_mse
 from latent_ebm.experiments import bench, count_flops, describe, format_report, iteration_flops
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
@@ -274,3 +274,25 @@ def test_cost_and_bench_count_the_amortiser():
     assert parts["iteration"]["vs_noise"] == ratio
     assert f"amortised start (1 chain steps): {ratio:.3f}x" in format_report(result)
     assert "amortiser " in describe(short, SHAPE)
+
+
+def test_posterior_quality_of_a_known_posterior():
+    # The linear-Gaussian model's posterior is N(m(x), diag 1 / lam); long unadjusted chains
+    # of step s reach N(m(x), diag c) with c = 1 / (lam (1 - s^2 lam / 4)). Their spread is
+    # sqrt(c) and their mean log joint is log p(x, m(x)) - sum_d lam_d c_d / 2.
+    nz, sigma, s = 2, 0.3, 0.2
+    cfg = validate(tiny_config("prior.kind=gaussian", f"model.nz={nz}", f"model.sigma={sigma}"))
+    q, _ = torch.linalg.qr(torch.randn(64, nz, generator=torch.Generator().manual_seed(1)))
+    w = q * torch.tensor([1.0, 1.5])
+    lam = 1 + torch.tensor([1.0, 1.5]) ** 2 / sigma**2
+    c = 1 / (lam * (1 - s**2 / 4 * lam))
+    model = LatentEBM(_Linear(w), build_prior(cfg), sigma)
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(5, nz, generator=g) @ w.T).clamp(-1, 1).view(-1, *SHAPE)
+    images = ((x + 1) * 127.5).round().to(torch.uint8)
+    xf = images.float() / 127.5 - 1
+    m = xf.flatten(1) @ w / sigma**2 / lam
+    expected = float(model.log_joint(xf, m).mean() - 0.5 * (lam * c).sum())
+    got = posterior_quality(model, images, 60, s, chains=400, batch_size=500)
+    assert got["spread"] == pytest.approx(float(c.sqrt().mean()), rel=0.05)
+    assert got["log_joint"] == pytest.approx(expected, abs=0.1)
