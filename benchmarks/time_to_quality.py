@@ -82,12 +82,19 @@ def equal_time_iters(base: Any, warm: Any, shape: tuple[int, int, int]) -> int:
 
 
 def configs(
-    dataset: str, overrides: list[str], warm_steps: int, variants: list[str], points: int
+    dataset: str,
+    overrides: list[str],
+    warm_steps: int,
+    variants: list[str],
+    points: int,
+    scale: str = "cpu",
 ) -> dict[str, Any]:
-    """Each variant's configuration: the cpu scale of ``reproduce`` plus ``overrides``."""
-    scale = SCALES["cpu"]
-    sets = [*scale["set"], f"data.name={dataset}", "prior.kind=adaptive", "prior.stages=4"]
-    base = resolve_config(scale["preset"], None, sets + overrides)
+    """Each variant's configuration: a scale of ``reproduce`` (``cpu``: the fashion-mnist-cpu
+    preset; ``digits``: the digits preset) plus ``overrides``."""
+    s = SCALES[scale]
+    sets = [*s["set"], f"data.name={dataset}", "prior.kind=adaptive", "prior.stages=4"]
+    preset = s["preset"].format(dataset=dataset) if s["preset"] else None
+    base = resolve_config(preset, None, sets + overrides)
     shape, _ = dataset_info(base.data.name, base.data.size, base.data.holdout)
     out = {}
     for v in variants:
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--scale", default="cpu", choices=list(SCALES), help="a scale of reproduce")
     ap.add_argument("--data-dir")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--warm-steps", type=int, default=10)
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
-    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points)
+    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points, a.scale)
     data = load_data(next(iter(cfgs.values())))
     extractor = classifier_features(data, progress=True)
     for v, cfg in cfgs.items():  # every run first: only training needs the machine alone
