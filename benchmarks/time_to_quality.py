@@ -21,7 +21,10 @@ Each run keeps ``--points`` snapshots; each snapshot is evaluated as ``reproduce
 model (test recon MSE with the run's posterior chain from noise, classifier FID of
 ``--fid-n`` prior samples), and its x coordinate is the training wall time when it was kept.
 A run with an amortiser also gets the recon MSE of chains started at its amortiser
-(``--warm-steps`` steps, ``recon_amortised``). Every snapshot gets the posterior quality of
+(``--warm-steps`` steps, ``recon_amortised``). ``fid_q`` is the FID of the generator at
+``--fid-n`` samples of the aggregate posterior of the training images (the run's own chain):
+what a prior that matched the aggregate posterior exactly would give, which separates the
+generator and its posterior from the prior's fit. Every snapshot gets the posterior quality of
 :func:`latent_ebm.evaluation.posterior_quality` (mean ``log p(x, z)`` of the final samples and
 the spread of 4 chains per image, on the first ``--posterior-n`` test images) for the chains
 ``noise-L`` (the paper's, ``train.post_steps``), ``noise-K`` (``--warm-steps`` from noise) and,
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -55,7 +59,10 @@ from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resol
 from latent_ebm.data import dataset_info
 from latent_ebm.evaluation import fid, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
+from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments import SCALES, iteration_flops
+from latent_ebm.refit import aggregate_posterior
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
 from latent_ebm.train import train
 
@@ -116,41 +123,83 @@ def _trained(cfg: Any, run_dir: Path) -> None:
 
 
 def _evaluated(
-    run_dir: Path, fid_n: int, extractor: Any, data: Any, warm_steps: int, posterior_n: int
+    run_dir: Path,
+    fid_n: int,
+    extractor: Any,
+    data: Any,
+    warm_steps: int,
+    posterior_n: int,
 ) -> list[dict[str, Any]]:
-    """Recon MSE, FID and posterior quality of every snapshot of a run (cached in
-    ``RUN/time_to_quality.json``; a cached point without the posterior quality is redone)."""
+    """Recon MSE, FID, FID at the aggregate posterior and posterior quality of every snapshot
+    of a run (cached in ``RUN/time_to_quality.json``; a cached point gets what it lacks)."""
     path = run_dir / "time_to_quality.json"
     done = {p["iteration"]: p for p in json.loads(path.read_text())} if path.exists() else {}
+    keys = {"recon", "fid", "fid_q", "posterior"}
     points = []
     for snap in snapshots(run_dir):
         cfg, model, state = load_run(run_dir, checkpoint=snap)
-        if "posterior" not in done.get(state["iteration"], {}):
-            chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
-            prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+        point = done.setdefault(
+            state["iteration"], {"iteration": state["iteration"], "minutes": state["elapsed"] / 60}
+        )
+        if model.amortiser is not None:
+            keys.add("recon_amortised")
+        if keys - point.keys():
             print(f"{run_dir.name}: iteration {state['iteration']} ...", file=sys.stderr)
-            point = {
-                "iteration": state["iteration"],
-                "minutes": state["elapsed"] / 60,
-                "recon": recon_mse(model, data.test_x, **chain, progress=True),
-                "fid": fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain),
-            }
-            short = {"steps": warm_steps, "step_size": cfg.train.post_step_size}
-            if model.amortiser is not None:
-                point["recon_amortised"] = recon_mse(model, data.test_x, **short, start="amortised")
-            subset = data.test_x[:posterior_n]
-            point["posterior"] = {
-                f"noise-{chain['steps']}": posterior_quality(model, subset, **chain),
-                f"noise-{warm_steps}": posterior_quality(model, subset, **short),
-            }
-            if model.amortiser is not None:
-                point["posterior"][f"amortised-{warm_steps}"] = posterior_quality(
-                    model, subset, **short, start="amortised"
+            point.update(
+                _measure(
+                    model, cfg, keys - point.keys(), fid_n, extractor, data, warm_steps, posterior_n
                 )
-            done[state["iteration"]] = point
+            )
             path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["iteration"])))
-        points.append(done[state["iteration"]])
+        points.append(point)
     return points
+
+
+def _measure(
+    model: Any,
+    cfg: Any,
+    keys: set[str],
+    fid_n: int,
+    extractor: Any,
+    data: Any,
+    warm_steps: int,
+    posterior_n: int,
+) -> dict[str, Any]:
+    """The measurements ``keys`` of one snapshot (see :func:`_evaluated` and the module
+    docstring); ``fid_q`` is the FID of ``g(z)`` at ``fid_n`` samples of the aggregate
+    posterior over the training images, drawn by the run's own chain (from noise, or from its
+    amortiser): the FID a prior that matched the aggregate posterior exactly would give."""
+    chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
+    short = {"steps": warm_steps, "step_size": cfg.train.post_step_size}
+    out: dict[str, Any] = {}
+    if "recon" in keys:
+        out["recon"] = recon_mse(model, data.test_x, **chain, progress=True)
+    if "fid" in keys:
+        prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+        out["fid"] = fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain)
+    if "fid_q" in keys:
+        amortised = cfg.train.post_init == "amortised"
+        steps = cfg.train.chain_steps(cfg.train.post_init if amortised else "noise")
+        z = aggregate_posterior(
+            model, data.train_x, fid_n, steps, cfg.train.post_step_size, amortised=amortised
+        )
+        feats = torch.cat([extractor(model.decode(z[i : i + 500])) for i in range(0, fid_n, 500)])
+        out["fid_q"] = frechet_distance(
+            *gaussian_stats(feats), *reference_stats(data.train_x, extractor)
+        )
+    if "recon_amortised" in keys:
+        out["recon_amortised"] = recon_mse(model, data.test_x, **short, start="amortised")
+    if "posterior" in keys:
+        subset = data.test_x[:posterior_n]
+        out["posterior"] = {
+            f"noise-{chain['steps']}": posterior_quality(model, subset, **chain),
+            f"noise-{warm_steps}": posterior_quality(model, subset, **short),
+        }
+        if model.amortiser is not None:
+            out["posterior"][f"amortised-{warm_steps}"] = posterior_quality(
+                model, subset, **short, start="amortised"
+            )
+    return out
 
 
 def time_to_reach(points: list[dict[str, Any]], metric: str, target: float) -> float | None:
@@ -172,6 +221,10 @@ def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | 
         ax.set_xlabel("training wall time (min)")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
+        if metric == "fid":  # the generator at samples of the aggregate posterior
+            for label, points in curves.items():
+                xs = [p["minutes"] for p in points]
+                ax.plot(xs, [p["fid_q"] for p in points], "x:", label=f"{label}, at q")
         if metric == "recon":  # the same runs' chains started at their amortisers
             for label, points in curves.items():
                 if "recon_amortised" in points[0]:
@@ -182,7 +235,8 @@ def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | 
                         "s--",
                         label=f"{label}, amortised start at test",
                     )
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -218,15 +272,16 @@ def report_lines(curves: dict[str, list[dict[str, Any]]], labels: dict[str, str]
     ``noise`` at the end and in time to reach ``noise``'s final quality; the posterior quality
     of each run's chains at its last snapshot."""
     lines = [
-        "| variant | iterations | train time | recon MSE | recon MSE, amortised start | FID |",
-        "|---|---|---|---|---|---|",
+        "| variant | iterations | train time | recon MSE | recon MSE, amortised start | FID "
+        "| FID at q |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v, c in curves.items():
         last = c[-1]
         amortised = f"{last['recon_amortised']:.4f}" if "recon_amortised" in last else "-"
         lines.append(
             f"| {labels[v]} | {last['iteration']} | {last['minutes']:.1f} min | "
-            f"{last['recon']:.4f} | {amortised} | {last['fid']:.2f} |"
+            f"{last['recon']:.4f} | {amortised} | {last['fid']:.2f} | {last['fid_q']:.2f} |"
         )
     if "noise" in curves:
         ref = curves["noise"][-1]

@@ -19,6 +19,7 @@ from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.nets import Encoder
 from latent_ebm.posterior import posterior_step
 from latent_ebm.priors import PRIORS, build_prior
+from latent_ebm.refit import aggregate_posterior
 from latent_ebm.rundir import load_run
 from latent_ebm.train import train, train_iteration
 from tests.conftest import assert_resume_matches, checkpoint_state, run_cli, tiny_config
@@ -296,3 +297,17 @@ def test_posterior_quality_of_a_known_posterior():
     got = posterior_quality(model, images, 60, s, chains=400, batch_size=500)
     assert got["spread"] == pytest.approx(float(c.sqrt().mean()), rel=0.05)
     assert got["log_joint"] == pytest.approx(expected, abs=0.1)
+
+
+def test_refit_samples_the_amortised_runs_own_chain(digits):
+    # The refit's aggregate posterior of an amortised run starts at the amortiser's draws:
+    # with no step, they are mu(x) + sigma(x) eps for the images in the refit's seeded order.
+    _, model, *_ = _setup()
+    images = digits.train_x[:30]
+    z = aggregate_posterior(model, images, 40, 0, 0.1, seed=2, batch_size=25, amortised=True)
+    eps = aggregate_posterior(model, images, 40, 0, 0.1, seed=2, batch_size=25)
+    g = rng.generator_for(2, rng.REFIT, 2)  # the refit's order: seeded permutations, cycled
+    order = torch.cat([torch.randperm(30, generator=g) for _ in range(2)])
+    x = images[order[:40]].float() / 127.5 - 1
+    assert torch.allclose(z, model.amortiser.draw(x, eps), atol=1e-6)
+    assert not torch.allclose(z, eps)

@@ -65,7 +65,7 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
             assert times[p["iteration"]] - 1e-3 <= p["minutes"] * 60
             later = [t for it, t in times.items() if it > p["iteration"]]
             assert p["minutes"] * 60 <= min(later, default=float("inf"))
-            assert p["recon"] > 0 and p["fid"] > 0
+            assert p["recon"] > 0 and p["fid"] > 0 and p["fid_q"] > 0
             chains = ["noise-4", "noise-2"] + (["amortised-2"] if variant == "amortised" else [])
             assert list(p["posterior"]) == chains
             assert ("recon_amortised" in p) == (variant == "amortised")
