@@ -1,5 +1,6 @@
-"""Time to quality on the Fashion-MNIST CPU benchmark (issue 6): warm-started posterior chains
-against the paper's noise-started ones, at equal wall time, and bf16 against float32.
+"""Time to quality on the Fashion-MNIST CPU benchmark (issues 6 and 17): warm-started and
+amortised posterior chains against the paper's noise-started ones, at equal wall time, and
+bf16 against float32.
 
 The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --scale cpu``
 (the ``fashion-mnist-cpu`` preset, 2,400 iterations, seed 0). Variants:
@@ -11,18 +12,32 @@ The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --
   (:func:`latent_ebm.experiments.iteration_flops`; rounded to a multiple of ``--points``), so
   that both runs take about the same wall time;
 - ``bf16``: ``noise`` with ``train.precision=bf16``, the same iterations (the quality check
-  of bf16: recon MSE and FID within 5% of ``noise``).
+  of bf16: recon MSE and FID within 5% of ``noise``);
+- ``amortised``: each chain starts at a draw of a learned encoder ``q(z | x)`` and runs
+  ``--warm-steps`` steps (``train.post_init=amortised``, issue 17); like ``warm`` it trains
+  for the iterations that the ``noise`` run's operations pay for.
 
 Each run keeps ``--points`` snapshots; each snapshot is evaluated as ``reproduce`` evaluates a
 model (test recon MSE with the run's posterior chain from noise, classifier FID of
 ``--fid-n`` prior samples), and its x coordinate is the training wall time when it was kept.
+A run with an amortiser also gets the recon MSE of chains started at its amortiser
+(``--warm-steps`` steps, ``recon_amortised``). ``fid_q`` is the FID of the generator at
+``--fid-n`` samples of the aggregate posterior of the training images (the run's own chain):
+what a prior that matched the aggregate posterior exactly would give, which separates the
+generator and its posterior from the prior's fit. Every snapshot gets the posterior quality of
+:func:`latent_ebm.evaluation.posterior_quality` (mean ``log p(x, z)`` of the final samples and
+the spread of 4 chains per image, on the first ``--posterior-n`` test images) for the chains
+``noise-L`` (the paper's, ``train.post_steps``), ``noise-K`` (``--warm-steps`` from noise) and,
+with an amortiser, ``amortised-K``: the last two spend the same generator evaluations.
 Runs and evaluations are resumable: rerunning the command skips what is done. The runs are
 trained first, then evaluated: run the training phase alone on the machine (the x axis is
 training wall time); once it prints "training done", other work may share the machine.
 
     python benchmarks/time_to_quality.py --out runs/ttq
 
-writes ``OUT/time_to_quality.{json,md,png}``.
+writes ``OUT/time_to_quality.{json,md,png}`` and ``OUT/posterior_quality.png``. The table
+also says when (if ever) each variant first reached the ``noise`` run's final recon MSE and
+FID, as a fraction of the ``noise`` run's training time.
 """
 
 from __future__ import annotations
@@ -35,19 +50,24 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
 from latent_ebm.data import dataset_info
-from latent_ebm.evaluation import fid, recon_mse
+from latent_ebm.evaluation import fid, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
+from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments import SCALES, iteration_flops
+from latent_ebm.refit import aggregate_posterior
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
 from latent_ebm.train import train
 
-VARIANTS = ("noise", "warm", "bf16")
+VARIANTS = ("noise", "warm", "bf16", "amortised")
+EQUAL_TIME = ("warm", "amortised")  # variants that train as many iterations as noise's operations
 
 
 def variant_overrides(variant: str, warm_steps: int) -> list[str]:
@@ -56,6 +76,7 @@ def variant_overrides(variant: str, warm_steps: int) -> list[str]:
         "noise": [],
         "warm": ["train.post_init=bank", f"train.warm_steps={warm_steps}"],
         "bf16": ["train.precision=bf16"],
+        "amortised": ["train.post_init=amortised", f"train.warm_steps={warm_steps}"],
     }[variant]
 
 
@@ -68,17 +89,24 @@ def equal_time_iters(base: Any, warm: Any, shape: tuple[int, int, int]) -> int:
 
 
 def configs(
-    dataset: str, overrides: list[str], warm_steps: int, variants: list[str], points: int
+    dataset: str,
+    overrides: list[str],
+    warm_steps: int,
+    variants: list[str],
+    points: int,
+    scale: str = "cpu",
 ) -> dict[str, Any]:
-    """Each variant's configuration: the cpu scale of ``reproduce`` plus ``overrides``."""
-    scale = SCALES["cpu"]
-    sets = [*scale["set"], f"data.name={dataset}", "prior.kind=adaptive", "prior.stages=4"]
-    base = resolve_config(scale["preset"], None, sets + overrides)
+    """Each variant's configuration: a scale of ``reproduce`` (``cpu``: the fashion-mnist-cpu
+    preset; ``digits``: the digits preset) plus ``overrides``."""
+    s = SCALES[scale]
+    sets = [*s["set"], f"data.name={dataset}", "prior.kind=adaptive", "prior.stages=4"]
+    preset = s["preset"].format(dataset=dataset) if s["preset"] else None
+    base = resolve_config(preset, None, sets + overrides)
     shape, _ = dataset_info(base.data.name, base.data.size, base.data.holdout)
     out = {}
     for v in variants:
         cfg = apply_overrides(copy.deepcopy(base), variant_overrides(v, warm_steps))
-        if v == "warm":  # a multiple of `points`, for evenly spaced snapshots
+        if v in EQUAL_TIME:  # a multiple of `points`, for evenly spaced snapshots
             cfg.train.iters = points * max(1, round(equal_time_iters(base, cfg, shape) / points))
         cfg.train.keep_every = max(1, cfg.train.iters // points)
         out[v] = cfg
@@ -94,26 +122,89 @@ def _trained(cfg: Any, run_dir: Path) -> None:
         train(cfg, run_dir)
 
 
-def _evaluated(run_dir: Path, fid_n: int, extractor: Any, data: Any) -> list[dict[str, Any]]:
-    """Recon MSE and FID of every snapshot of a run (cached in ``RUN/time_to_quality.json``)."""
+def _evaluated(
+    run_dir: Path,
+    fid_n: int,
+    extractor: Any,
+    data: Any,
+    warm_steps: int,
+    posterior_n: int,
+) -> list[dict[str, Any]]:
+    """Recon MSE, FID, FID at the aggregate posterior and posterior quality of every snapshot
+    of a run (cached in ``RUN/time_to_quality.json``; a cached point gets what it lacks)."""
     path = run_dir / "time_to_quality.json"
     done = {p["iteration"]: p for p in json.loads(path.read_text())} if path.exists() else {}
+    keys = {"recon", "fid", "fid_q", "posterior"}
     points = []
     for snap in snapshots(run_dir):
         cfg, model, state = load_run(run_dir, checkpoint=snap)
-        if state["iteration"] not in done:
-            chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
-            prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+        point = done.setdefault(
+            state["iteration"], {"iteration": state["iteration"], "minutes": state["elapsed"] / 60}
+        )
+        if model.amortiser is not None:
+            keys.add("recon_amortised")
+        if keys - point.keys():
             print(f"{run_dir.name}: iteration {state['iteration']} ...", file=sys.stderr)
-            done[state["iteration"]] = {
-                "iteration": state["iteration"],
-                "minutes": state["elapsed"] / 60,
-                "recon": recon_mse(model, data.test_x, **chain, progress=True),
-                "fid": fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain),
-            }
+            point.update(
+                _measure(
+                    model, cfg, keys - point.keys(), fid_n, extractor, data, warm_steps, posterior_n
+                )
+            )
             path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["iteration"])))
-        points.append(done[state["iteration"]])
+        points.append(point)
     return points
+
+
+def _measure(
+    model: Any,
+    cfg: Any,
+    keys: set[str],
+    fid_n: int,
+    extractor: Any,
+    data: Any,
+    warm_steps: int,
+    posterior_n: int,
+) -> dict[str, Any]:
+    """The measurements ``keys`` of one snapshot (see :func:`_evaluated` and the module
+    docstring); ``fid_q`` is the FID of ``g(z)`` at ``fid_n`` samples of the aggregate
+    posterior over the training images, drawn by the run's own chain (from noise, or from its
+    amortiser): the FID a prior that matched the aggregate posterior exactly would give."""
+    chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
+    short = {"steps": warm_steps, "step_size": cfg.train.post_step_size}
+    out: dict[str, Any] = {}
+    if "recon" in keys:
+        out["recon"] = recon_mse(model, data.test_x, **chain, progress=True)
+    if "fid" in keys:
+        prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+        out["fid"] = fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain)
+    if "fid_q" in keys:
+        amortised = cfg.train.post_init == "amortised"
+        steps = cfg.train.chain_steps(cfg.train.post_init if amortised else "noise")
+        z = aggregate_posterior(
+            model, data.train_x, fid_n, steps, cfg.train.post_step_size, amortised=amortised
+        )
+        feats = torch.cat([extractor(model.decode(z[i : i + 500])) for i in range(0, fid_n, 500)])
+        out["fid_q"] = frechet_distance(
+            *gaussian_stats(feats), *reference_stats(data.train_x, extractor)
+        )
+    if "recon_amortised" in keys:
+        out["recon_amortised"] = recon_mse(model, data.test_x, **short, start="amortised")
+    if "posterior" in keys:
+        subset = data.test_x[:posterior_n]
+        out["posterior"] = {
+            f"noise-{chain['steps']}": posterior_quality(model, subset, **chain),
+            f"noise-{warm_steps}": posterior_quality(model, subset, **short),
+        }
+        if model.amortiser is not None:
+            out["posterior"][f"amortised-{warm_steps}"] = posterior_quality(
+                model, subset, **short, start="amortised"
+            )
+    return out
+
+
+def time_to_reach(points: list[dict[str, Any]], metric: str, target: float) -> float | None:
+    """Minutes of the first point whose ``metric`` is at most ``target`` (``None``: never)."""
+    return next((p["minutes"] for p in points if p[metric] <= target), None)
 
 
 def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
@@ -130,61 +221,135 @@ def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | 
         ax.set_xlabel("training wall time (min)")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        if metric == "fid":  # the generator at samples of the aggregate posterior
+            for label, points in curves.items():
+                xs = [p["minutes"] for p in points]
+                ax.plot(xs, [p["fid_q"] for p in points], "x:", label=f"{label}, at q")
+        if metric == "recon":  # the same runs' chains started at their amortisers
+            for label, points in curves.items():
+                if "recon_amortised" in points[0]:
+                    xs = [p["minutes"] for p in points]
+                    ax.plot(
+                        xs,
+                        [p["recon_amortised"] for p in points],
+                        "s--",
+                        label=f"{label}, amortised start at test",
+                    )
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
 
 
+def plot_posterior_quality(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """Mean ``log p(x, z)`` and spread of the chains' final samples against training minutes:
+    one line per run and chain (``curves[label]``: points with ``minutes`` and
+    ``posterior``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (key, title), ax in zip(
+        (("log_joint", "mean log p(x, z) (+ const)"), ("spread", "spread of 4 chains")),
+        axes,
+        strict=True,
+    ):
+        for label, points in curves.items():
+            for chain in points[0]["posterior"]:
+                ys = [p["posterior"][chain][key] for p in points]
+                ax.plot([p["minutes"] for p in points], ys, "o-", label=f"{label}: {chain}")
+        ax.set_xlabel("training wall time (min)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def report_lines(curves: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> list[str]:
+    """The Markdown of the results: the final point of each run; each variant against
+    ``noise`` at the end and in time to reach ``noise``'s final quality; the posterior quality
+    of each run's chains at its last snapshot."""
+    lines = [
+        "| variant | iterations | train time | recon MSE | recon MSE, amortised start | FID "
+        "| FID at q |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v, c in curves.items():
+        last = c[-1]
+        amortised = f"{last['recon_amortised']:.4f}" if "recon_amortised" in last else "-"
+        lines.append(
+            f"| {labels[v]} | {last['iteration']} | {last['minutes']:.1f} min | "
+            f"{last['recon']:.4f} | {amortised} | {last['fid']:.2f} | {last['fid_q']:.2f} |"
+        )
+    if "noise" in curves:
+        ref = curves["noise"][-1]
+        for v in [v for v in curves if v != "noise"]:
+            last = curves[v][-1]
+            # A run with an amortiser is judged by its own chain's recon (noise's also shown).
+            own = "recon_amortised" if "recon_amortised" in last else "recon"
+            lines.append(
+                f"\n{v} / noise: recon {last[own] / ref['recon']:.3f}"
+                + (f" (noise start: {last['recon'] / ref['recon']:.3f})" if own != "recon" else "")
+                + f", FID {last['fid'] / ref['fid']:.3f}, time "
+                f"{last['minutes'] / ref['minutes']:.3f}"
+            )
+            for metric, key in (("recon", own), ("fid", "fid")):
+                reached = time_to_reach(curves[v], key, ref[metric])
+                when = (
+                    f"at {reached:.1f} min ({reached / ref['minutes']:.2f}x noise's time)"
+                    if reached is not None
+                    else f"not within its {last['minutes']:.1f} min"
+                )
+                lines.append(
+                    f"- {v} reaches noise's final {metric} ({ref[metric]:.4g}) {when}"
+                    + (" (amortised start at test)" if key == "recon_amortised" else "")
+                )
+    lines += ["", "| variant | chain | mean log p(x, z) | spread |", "|---|---|---|---|"]
+    for v, c in curves.items():
+        for chain, q in c[-1]["posterior"].items():
+            lines.append(f"| {labels[v]} | {chain} | {q['log_joint']:.1f} | {q['spread']:.4f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--scale", default="cpu", choices=list(SCALES), help="a scale of reproduce")
     ap.add_argument("--data-dir")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--warm-steps", type=int, default=10)
     ap.add_argument("--points", type=int, default=8, help="snapshots evaluated per run")
     ap.add_argument("--fid-n", type=int, default=5000)
+    ap.add_argument("--posterior-n", type=int, default=200, help="test images of the posterior")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
-    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points)
+    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points, a.scale)
     data = load_data(next(iter(cfgs.values())))
     extractor = classifier_features(data, progress=True)
     for v, cfg in cfgs.items():  # every run first: only training needs the machine alone
         _trained(cfg, a.out / v)
     print("time_to_quality: training done; evaluating the snapshots", file=sys.stderr)
-    curves = {v: _evaluated(a.out / v, a.fid_n, extractor, data) for v in cfgs}
+    curves = {
+        v: _evaluated(a.out / v, a.fid_n, extractor, data, a.warm_steps, a.posterior_n)
+        for v in cfgs
+    }
 
     post_steps = next(iter(cfgs.values())).train.post_steps
     labels = {
         "noise": f"noise start, {post_steps} steps (paper)",
         "warm": f"warm start (bank row), {a.warm_steps} steps",
         "bf16": "noise start, bf16",
+        "amortised": f"amortised start, {a.warm_steps} steps",
     }
-    plot_time_to_quality({labels[v]: c for v, c in curves.items()}, a.out / "time_to_quality.png")
+    labelled = {labels[v]: c for v, c in curves.items()}
+    plot_time_to_quality(labelled, a.out / "time_to_quality.png")
+    plot_posterior_quality(labelled, a.out / "posterior_quality.png")
     command = "python benchmarks/time_to_quality.py " + " ".join(argv or sys.argv[1:])
-    lines = [
-        f"Command: `{command}`",
-        "",
-        "| variant | iterations | train time | recon MSE | FID |",
-        "|---|---|---|---|---|",
-    ]
-    for v, c in curves.items():
-        last = c[-1]
-        lines.append(
-            f"| {labels[v]} | {last['iteration']} | {last['minutes']:.1f} min | "
-            f"{last['recon']:.4f} | {last['fid']:.2f} |"
-        )
-    if "noise" in curves:
-        ref = curves["noise"][-1]
-        for v in curves.keys() - {"noise"}:
-            last = curves[v][-1]
-            lines.append(
-                f"\n{v} / noise: recon {last['recon'] / ref['recon']:.3f}, "
-                f"FID {last['fid'] / ref['fid']:.3f}, time {last['minutes'] / ref['minutes']:.3f}"
-            )
+    lines = [f"Command: `{command}`", "", *report_lines(curves, labels)]
     (a.out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
     results = {v: {"config": config_to_dict(cfgs[v]), "points": c} for v, c in curves.items()}
     (a.out / "time_to_quality.json").write_text(json.dumps(results, indent=2) + "\n")

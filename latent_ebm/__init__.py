@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 # Names are imported when first used (PEP 562), so that ``import latent_ebm`` (and so the
 # command line's start, where Ctrl-C must stay a one-line exit) does not wait for torch.
 _EXPORTS = {
+    "Amortiser": "amortiser",
     "Config": "config",
     "load_preset": "config",
     "resolve_config": "config",
@@ -35,6 +36,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from latent_ebm.amortiser import Amortiser
     from latent_ebm.config import Config, load_preset, resolve_config
     from latent_ebm.data import Dataset, load_dataset
     from latent_ebm.errors import ChainDivergedError, LatentEBMError
@@ -88,6 +90,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "PRIORS",
     "AdaptivePrior",
+    "Amortiser",
     "ChainDivergedError",
     "Config",
     "Dataset",

@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
     e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")
     e.add_argument("--step-size", type=float, help="chain step size (default: from the config)")
+    e.add_argument(
+        "--start",
+        default="noise",
+        help="recon, anomaly: start of the posterior chains: noise (the paper) or amortised "
+        "(the amortiser of a run trained with train.post_init=amortised; steps default to "
+        "train.warm_steps; report <metric>-amortised.json)",
+    )
     e.add_argument("--last", type=int, default=10, help="anomaly: evaluations to average")
     e.add_argument("--holdout", type=int, metavar="C", help="anomaly: check the held-out class")
     e.add_argument("--seed", type=int, default=0, help="random seed")

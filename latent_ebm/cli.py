@@ -138,7 +138,7 @@ def _print_report(r: dict) -> None:
     feats = f", {r['features']['name']} features" if "features" in r else ""
     print(
         f"{r['metric']} = {r['value']:.4f}{extra} ({r['split']}{feats}, {r['wall_time_s']} s)"
-        f" -> {report_path(r['run'], r['metric'])}"
+        f" -> {r.get('path') or report_path(r['run'], r['metric'])}"
     )
 
 

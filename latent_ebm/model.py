@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from latent_ebm.amortiser import Amortiser
 from latent_ebm.config import Config
 from latent_ebm.langevin import langevin
 from latent_ebm.nets import Generator
@@ -28,13 +29,23 @@ class LatentEBM(nn.Module):
         generator: maps ``(B, nz)`` to ``(B, C, H, W)``.
         prior: a :class:`latent_ebm.priors.Prior`.
         sigma: std of ``p(x | z)``.
+        amortiser: the learned start of the posterior chain (``train.post_init=amortised``,
+            :class:`latent_ebm.amortiser.Amortiser`), or ``None``. Its parameters are part of
+            the model's state dict, so checkpoints and snapshots keep it.
     """
 
-    def __init__(self, generator: Generator, prior: Prior, sigma: float) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        prior: Prior,
+        sigma: float,
+        amortiser: Amortiser | None = None,
+    ) -> None:
         super().__init__()
         self.generator = generator
         self.prior = prior
         self.sigma = sigma
+        self.amortiser = amortiser
 
     @property
     def nz(self) -> int:
@@ -99,10 +110,13 @@ class LatentEBM(nn.Module):
 
 
 def build_model(cfg: Config, shape: tuple[int, int, int]) -> LatentEBM:
-    """The model of ``cfg`` for images of ``shape`` ``(C, H, W)``."""
+    """The model of ``cfg`` for images of ``shape`` ``(C, H, W)``, with an amortiser when
+    ``train.post_init=amortised`` (made last, so that the generator and the prior start as
+    in a run without one)."""
     c, h, w = shape
     if h != w:
         raise ValueError(f"square images expected, got {h}x{w}")
     m = cfg.model
     generator = Generator(m.nz, m.ngf, c, h, m.arch)
-    return LatentEBM(generator, build_prior(cfg), m.sigma)
+    prior = build_prior(cfg)
+    return LatentEBM(generator, prior, m.sigma, Amortiser.from_config(cfg, shape))

@@ -1,8 +1,10 @@
-"""Networks of the paper's Appendix A.2: DCGAN-like generators and the ratio network.
+"""Networks of the paper's Appendix A.2: DCGAN-like generators and the ratio network; and the
+encoder of the amortised posterior start (beyond the paper, ARCHITECTURE §2).
 
 Generators (Table 5) are stacks of transposed convolutions with LeakyReLU(0.2), a Tanh output
 and no normalisation layers; each family is a list of layer specs keyed by the image size, so a
-new resolution is one more entry. Every weight gets Xavier initialisation (A.3).
+new resolution is one more entry. The encoder mirrors the generator of its image size. Every
+weight gets Xavier initialisation (A.3).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["GENERATOR_FAMILIES", "Generator", "RatioNet", "xavier_init"]
+__all__ = ["GENERATOR_FAMILIES", "Encoder", "Generator", "RatioNet", "xavier_init"]
 
 # Layer specs: (width multiple of ngf, kernel, stride, padding); width 0 means image channels.
 # The first layer maps the (nz, 1, 1) latent to a k x k map, each stride-2 layer doubles it.
@@ -79,6 +81,41 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, nz)`` -> ``(B, C, H, W)``."""
         return self.net(z[:, :, None, None])
+
+
+class Encoder(nn.Module):
+    """``x -> (mu, log sigma)``: image ``(B, C, H, W)`` to two ``(B, nz)`` tensors, the mean and
+    log standard deviation of a diagonal Gaussian over ``z`` (the amortised posterior start).
+
+    The mirror of :class:`Generator` (same arguments): convolutions with the kernels, strides
+    and paddings of the generator's transposed convolutions in reverse order, which map the
+    image back to ``1 x 1`` exactly, with LeakyReLU(0.2) between them and ``2 nz`` output
+    channels. The output layer starts at zero, so an untrained encoder gives ``N(0, I)``: the
+    paper's noise start.
+    """
+
+    def __init__(self, nz: int, ngf: int, channels: int, size: int, arch: str = "auto") -> None:
+        super().__init__()
+        specs = GENERATOR_FAMILIES[str(size) if arch == "auto" else arch]
+        widths = [nz] + [mult * ngf if mult else channels for mult, *_ in specs]  # generator's
+        layers: list[nn.Module] = []
+        for i in reversed(range(len(specs))):
+            _, k, s, p = specs[i]
+            layers.append(nn.Conv2d(widths[i + 1], 2 * nz if i == 0 else widths[i], k, s, p))
+            layers.append(nn.LeakyReLU(0.2))
+        self.net = nn.Sequential(*layers[:-1])
+        self.nz = nz
+        xavier_init(self)
+        nn.init.zeros_(self.net[-1].weight)
+        self.to(memory_format=torch.channels_last)
+        out = self.net(torch.zeros(1, channels, size, size)).shape[-1]
+        if out != 1:
+            raise ValueError(f"encoder of {size}x{size} images ends at {out}x{out}, not 1x1")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, H, W)`` -> ``mu``, ``log sigma``, each ``(B, nz)``."""
+        mu, log_sigma = self.net(x).flatten(1).chunk(2, dim=1)
+        return mu, log_sigma
 
 
 class RatioNet(nn.Module):

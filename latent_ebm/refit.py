@@ -3,9 +3,12 @@
 After the last training iteration, a ratio prior re-learns its ratios on samples of the
 final aggregate posterior: ``prior.refit_samples`` posterior samples of training images (a
 seeded permutation of the training set, cycled, so every image gives about as many), each
-drawn by the run's posterior chain (``train.post_steps`` steps of ``train.post_step_size``
-from ``N(0, I)``) under the final model. The prior's own :meth:`~latent_ebm.priors.Prior.refit`
-does the fitting; priors with nothing to refit (``gaussian``, ``lebm``) return at once.
+drawn by the run's posterior chain under the final model: ``train.post_steps`` steps of
+``train.post_step_size`` from ``N(0, I)``, or, for a run trained with
+``train.post_init=amortised``, ``train.warm_steps`` steps from its amortiser's draws (the
+chain its generator learned from). A ``bank`` run's samples start from ``N(0, I)``. The
+prior's own :meth:`~latent_ebm.priors.Prior.refit` does the fitting; priors with nothing to
+refit (``gaussian``, ``lebm``) return at once.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ def aggregate_posterior(
     seed: int = 0,
     batch_size: int = 100,
     progress: bool = False,
+    amortised: bool = False,
 ) -> torch.Tensor:
     """``n`` samples ``(n, nz)`` of the aggregate posterior ``q(z) = E_x p(z | x)`` over the
     ``uint8`` ``images``: the images in a seeded order, repeated until ``n``, each row a
-    posterior chain of ``steps`` steps of ``step_size`` from ``N(0, I)`` under the learned
-    prior. Seeded: the same model, images and seed give the same samples."""
+    posterior chain of ``steps`` steps of ``step_size`` under the learned prior, from
+    ``eps ~ N(0, I)`` or, with ``amortised``, from the model's amortiser's draw
+    ``mu(x) + sigma(x) eps``. Seeded: the same model, images and seed give the same samples."""
     g = rng.generator_for(seed, rng.REFIT, _ORDER)
     rounds = -(-n // len(images))
     order = torch.cat([torch.randperm(len(images), generator=g) for _ in range(rounds)])[:n]
@@ -62,12 +67,15 @@ def aggregate_posterior(
     for b, i in enumerate(tqdm(starts, desc="posterior for refit", disable=not progress)):
         x = to_float(images[order[i : i + batch_size]]).to(device)
         z0 = torch.randn(len(x), model.nz, generator=rng.generator_for(seed, rng.REFIT, _INIT, b))
+        z0 = z0.to(device)
+        if amortised:
+            z0 = model.amortiser.draw(x, z0)
         g_noise = rng.generator_for(seed, rng.REFIT, _NOISE, b)
 
         def randn(step: int, m: int = len(x), g_noise: torch.Generator = g_noise) -> torch.Tensor:
             return torch.randn(m, model.nz, generator=g_noise).to(device)
 
-        out.append(model.infer(x, z0.to(device), steps, step_size, randn))
+        out.append(model.infer(x, z0, steps, step_size, randn))
     return torch.cat(out)
 
 
@@ -81,13 +89,15 @@ def refit_prior(
         return None
     if not model.prior.refits:  # nothing to refit: spare the posterior samples
         return []
+    amortised = cfg.train.post_init == "amortised"
     z_q = aggregate_posterior(
         model,
         data.train_x,
         cfg.prior.refit_samples,
-        cfg.train.post_steps,
+        cfg.train.chain_steps("amortised" if amortised else "noise"),
         cfg.train.post_step_size,
         seed=settings.seed,
         progress=progress,
+        amortised=amortised,
     )
     return model.prior.refit(z_q, settings, progress)

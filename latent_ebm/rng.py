@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "AMORTISED_INIT",
     "BATCH_ORDER",
     "EVAL_SUBSET",
     "MEMORY_INIT",
@@ -39,6 +40,7 @@ PRIOR_NOISE = 4
 MEMORY_INIT = 5
 EVAL_SUBSET = 6  # the test images of the in-training evaluations
 REFIT = 7  # the post-hoc refit of the prior (keys: seed, REFIT, part)
+AMORTISED_INIT = 8  # the standard-normal draw of the amortised posterior start
 
 
 def generator_for(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

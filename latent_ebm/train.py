@@ -28,6 +28,7 @@ from latent_ebm.errors import ChainDivergedError, LatentEBMError, TrainingInterr
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.monitor import Monitor, check_tensorboard
+from latent_ebm.posterior import posterior_step
 from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
 from latent_ebm.refit import refit_prior
@@ -144,7 +145,10 @@ def _train_locked(
         model.generator.parameters(), lr=t_cfg.lr, betas=(t_cfg.beta1, t_cfg.beta2)
     )
     bank = MemoryBank(num_train, cfg.model.nz, t_cfg.seed, device)
-    distributed.average_gradients(opt_g, *model.prior.optims)
+    amortiser = model.amortiser  # train.post_init=amortised: the chain's learned start
+    distributed.average_gradients(
+        opt_g, *model.prior.optims, *(amortiser.optims if amortiser else [])
+    )
     start, elapsed, window, best, refit = 0, 0.0, defaultdict(list), None, None
 
     # Restore a checkpoint.
@@ -154,6 +158,8 @@ def _train_locked(
         rundir.load_model_state(model, state, ckpt_path)
         opt_g.load_state_dict(state["opt_g"])
         model.prior.load_optimizer_state(state["opt_prior"])
+        if amortiser is not None:
+            amortiser.load_optimizer_state(state["opt_amortiser"])
         bank.load_state_dict(state["bank"])
         torch.set_rng_state(state["rng"]["torch"])
         start, elapsed, refit = state["iteration"], state["elapsed"], state.get("refit")
@@ -175,6 +181,7 @@ def _train_locked(
             "model": model.state_dict(),
             "opt_g": opt_g.state_dict(),
             "opt_prior": model.prior.optimizer_state(),
+            "opt_amortiser": amortiser.optimizer_state() if amortiser else [],
             "bank": bank.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "window": dict(window),
@@ -288,43 +295,25 @@ def train_iteration(
         bank: the memory bank; rows ``idx`` receive the posterior samples.
         x: the batch ``(B, C, H, W)`` in ``[-1, 1]``, data-set rows ``idx`` ``(B,)``.
         streams: this iteration's random streams (:class:`latent_ebm.rng.Streams`).
-        cfg: the run's configuration: the posterior chain (``train.post_steps``,
-            ``post_step_size``), its start (``train.post_init``: ``noise``, a ``(B, nz)``
-            draw from ``N(0, I)`` as in the paper; ``bank``, the rows ``idx`` of the memory
-            bank, i.e. each example's last posterior sample, for ``train.warm_steps`` steps)
-            and ``train.precision`` (:mod:`latent_ebm.precision`: bf16 autocast in the chain
-            and the generator's forward pass; ``z``, the losses, the prior's update and the
-            optimiser steps stay float32).
+        cfg: the run's configuration: the posterior chain and its start
+            (:func:`latent_ebm.posterior.posterior_step`: ``train.post_init`` ``noise``, the
+            paper's ``N(0, I)`` draw; ``bank``, the example's last posterior sample;
+            ``amortised``, a draw of the amortiser, which is then fitted to the chain's
+            samples) and ``train.precision`` (:mod:`latent_ebm.precision`: bf16 autocast in
+            the chain and the generator's forward pass; ``z``, the losses, the prior's and the
+            amortiser's updates and the optimiser steps stay float32).
 
     Returns:
-        The generator loss (Eq. 7, after its update's forward pass; float32) and the prior's
-        logs.
+        The generator loss (Eq. 7, after its update's forward pass; float32) and the logs of
+        the prior and the amortiser.
 
     Raises:
         ChainDivergedError: the posterior chain (its message names the data-set examples) or
             the prior's chain reached NaN/Inf.
     """
-    # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank. A warm
-    # chain continues from the example's previous posterior sample: the bank rows written
-    # below stay posterior samples, so the persistent prior samples keep their meaning.
-    t_cfg = cfg.train
-    if t_cfg.post_init == "bank":
-        z0 = bank.read(idx).to(x.device)
-        steps = t_cfg.warm_steps or t_cfg.post_steps
-    else:
-        z0 = streams.normal(rng.POSTERIOR_INIT, cfg.model.nz)
-        steps = t_cfg.post_steps
-    noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
-    try:
-        with autocast(t_cfg.precision, x.device):
-            z = model.infer(x, z0, steps, t_cfg.post_step_size, noise, training=True)
-    except ChainDivergedError as e:
-        raise ChainDivergedError(
-            f"the posterior chain of data-set examples {_examples(e.rows, idx)} diverged "
-            f"(NaN/Inf); lower train.post_step_size (now {t_cfg.post_step_size})",
-            e.rows,
-        ) from None
-    bank.write(idx, z)
+    # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank; the
+    # amortiser, if any, learns from them.
+    z, amortiser_logs = posterior_step(model, bank, x, idx, streams, cfg)
 
     # Update the ratio network of this stage (Alg. 1 step 3), in float32.
     try:
@@ -338,16 +327,18 @@ def train_iteration(
 
     # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7). Only the forward
     # pass is autocast: backward follows the forward's dtypes, the weights stay float32.
-    with autocast(t_cfg.precision, x.device):
+    with autocast(cfg.train.precision, x.device):
         loss_g = model.generator_loss(x, z)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return loss_g, logs
+    return loss_g, {**logs, **amortiser_logs}
 
 
 def _lr_field(name: str) -> str:
     """The learning-rate field that drives the parameter or logged loss ``name``."""
+    if name.startswith(("amortiser.", "loss_amortiser")):
+        return "train.amortiser_lr"
     return "train.lr" if name == "loss_g" or name.startswith("generator.") else "prior.lr"
 
 
@@ -379,9 +370,3 @@ def _check_finite(
         f"iteration {iteration}: {culprit}: training diverged; lower {field} "
         f"(now {field}={lr:g}); stopped, {kept}"
     )
-
-
-def _examples(rows: list[int], idx: torch.Tensor, show: int = 8) -> str:
-    """Data-set indices of the batch rows ``rows``, the first ``show`` of them."""
-    listed = ", ".join(str(int(idx[r])) for r in rows[:show])
-    return listed + (f" and {len(rows) - show} more" if len(rows) > show else "")

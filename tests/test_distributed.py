@@ -1,5 +1,6 @@
 """Multi-process training: two gloo processes follow the 1-process run with the same global
-batch, resume exactly, and only rank 0 writes files."""
+batch, resume exactly, and only rank 0 writes files; with the paper's noise-started posterior
+chains and with the amortised start (``train.post_init=amortised``)."""
 
 import contextlib
 import os
@@ -30,6 +31,9 @@ RTOL, ATOL = 1e-4, 1e-5
 # Adaptive prior, persistent NCE noise, 2 stages: the stage transition at iteration 6 takes a
 # snapshot of a bank that both processes wrote.
 OVERRIDES = ("prior.kind=adaptive", "prior.prior_samples=persistent", "train.keep_every=6")
+# The posterior chain's start: the paper's noise, or the amortiser (whose encoder is trained
+# on each process's shard, its gradients averaged like the generator's).
+STARTS = {"noise": (), "amortised": ("train.post_init=amortised", "train.warm_steps=2")}
 STOP = 5  # the interrupted run stops here, between checkpoints and before the transition
 
 WRITE_EVENTS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate"}
@@ -63,13 +67,14 @@ def _record_writes(root: Path, writes: list) -> None:
     sys.addaudithook(hook)
 
 
-def _worker(rank: int, port: int, root: Path) -> None:
-    """One of two processes: a full run, a run cut at STOP, and its resume by the CLI."""
+def _worker(rank: int, port: int, root: Path, start: tuple[str, ...]) -> None:
+    """One of two processes: a full run, a run cut at STOP, and its resume by the CLI
+    (``start``: the overrides of the chain's start)."""
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
     os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))  # what torchrun sets
     torch.set_num_threads(1)
     data = load_dataset("digits")
-    cfg = tiny_config(*OVERRIDES)
+    cfg = tiny_config(*OVERRIDES, *start)
     writes: list[str] = []
     if rank:
         _record_writes(root / "two", writes)
@@ -94,8 +99,9 @@ def _assert_close_states(a: dict, b: dict) -> None:
         close(a["model"][k], b["model"][k], k)
     optims = [("opt_g", a["opt_g"], b["opt_g"])]
     optims += [
-        (f"opt_prior[{i}]", *p)
-        for i, p in enumerate(zip(a["opt_prior"], b["opt_prior"], strict=True))
+        (f"{key}[{i}]", *p)
+        for key in ("opt_prior", "opt_amortiser")
+        for i, p in enumerate(zip(a[key], b[key], strict=True))
     ]
     for name, sa, sb in optims:
         assert sa["state"].keys() == sb["state"].keys(), name
@@ -111,14 +117,16 @@ def _without_time(run: Path) -> list[dict]:
 
 
 @needs_gloo
-def test_two_processes_follow_one_process_resume_and_only_rank0_writes(tmp_path, digits):
-    mp.spawn(_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
-    train(tiny_config(*OVERRIDES), tmp_path / "one", progress=False, data=digits)
+@pytest.mark.parametrize("start", list(STARTS))
+def test_two_processes_follow_one_process_resume_and_only_rank0_writes(tmp_path, digits, start):
+    mp.spawn(_worker, args=(_free_port(), tmp_path, STARTS[start]), nprocs=2, join=True)
+    train(tiny_config(*OVERRIDES, *STARTS[start]), tmp_path / "one", progress=False, data=digits)
     one, two = checkpoint_state(tmp_path / "one"), checkpoint_state(tmp_path / "two/full")
 
     # The 2-process run equals the 1-process run with the same global batch, to rounding.
     assert one["iteration"] == two["iteration"] == 12
     assert int(two["model"]["prior.stage"]) == 2  # it went through the stage transitions
+    assert any(k.startswith("amortiser.") for k in two["model"]) == (start == "amortised")
     _assert_close_states(one, two)
     m1, m2 = _without_time(tmp_path / "one"), _without_time(tmp_path / "two/full")
     assert [m.keys() for m in m1] == [m.keys() for m in m2]

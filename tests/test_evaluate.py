@@ -116,7 +116,7 @@ def test_eval_recon_and_sample_commands(tmp_path, digits, capsys):
     assert code == 0, err
     report = json.loads((run / "eval/recon.json").read_text())
     assert report["split"] == "test" and report["n"] == 360 and 0 < report["value"] < 4
-    assert report["settings"] == {"steps": 4, "step_size": 0.1, "seed": 0}
+    assert report["settings"] == {"steps": 4, "step_size": 0.1, "start": "noise", "seed": 0}
     assert f"{report['value']:.4f}" in out
     code, _, _ = run_cli(["eval", run, "--metric", "recon", "--no-progress"], capsys)
     assert json.loads((run / "eval/recon.json").read_text())["value"] == report["value"]

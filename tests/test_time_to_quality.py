@@ -1,14 +1,19 @@
 """The time-to-quality benchmark script (benchmarks/time_to_quality.py) end to end on digits at a
-tiny budget: equal operations for the warm run, one evaluated point per kept snapshot at its
-training time, resumable evaluations, the table and the figure."""
+tiny budget: equal operations for the warm and amortised runs, one evaluated point per kept
+snapshot at its training time, the amortised start's recon and the posterior quality,
+resumable evaluations, the table and the figures."""
 
 import json
 
 import pytest
 
+from latent_ebm.data import load_dataset
+from latent_ebm.evaluation import recon_mse
 from latent_ebm.experiments import iteration_flops
-from latent_ebm.rundir import read_metrics
+from latent_ebm.rundir import load_run, read_metrics, snapshots
 from tests.conftest import TINY, load_script
+
+SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +27,33 @@ def _private_cache(monkeypatch, tmp_path_factory):
 
 
 def test_warm_run_gets_the_operations_of_the_noise_run(ttq):
-    cfgs = ttq.configs("digits", [*TINY, "train.post_steps=8"], 2, ["noise", "warm", "bf16"], 3)
-    noise, warm, bf16 = cfgs["noise"], cfgs["warm"], cfgs["bf16"]
+    variants = ["noise", "warm", "bf16", "amortised"]
+    cfgs = ttq.configs("digits", [*TINY, "train.post_steps=8"], 2, variants, 3)
+    noise, warm, bf16, amortised = (cfgs[v] for v in variants)
     assert (warm.train.post_init, warm.train.warm_steps) == ("bank", 2)
+    assert (amortised.train.post_init, amortised.train.warm_steps) == ("amortised", 2)
+    # The amortiser's draw and update cost operations: fewer iterations than warm's.
+    assert amortised.train.iters == 3 * round(ttq.equal_time_iters(noise, amortised, SHAPE) / 3)
+    assert noise.train.iters < amortised.train.iters < warm.train.iters
     assert bf16.train.precision == "bf16" and bf16.train.iters == noise.train.iters == 12
     # Each stage's iteration costs (8 + update) vs (2 + update) chain steps: more iterations.
-    per = [sum(iteration_flops(c, (1, 8, 8), s) for s in (0, 1)) for c in (noise, warm)]
+    per = [sum(iteration_flops(c, SHAPE, s) for s in (0, 1)) for c in (noise, warm)]
     assert warm.train.iters == 3 * round(12 * per[0] / per[1] / 3) and warm.train.iters > 24
-    assert ttq.equal_time_iters(noise, warm, (1, 8, 8)) == round(12 * per[0] / per[1])
+    assert ttq.equal_time_iters(noise, warm, SHAPE) == round(12 * per[0] / per[1])
     assert [c.train.keep_every for c in (noise, warm)] == [4, warm.train.iters // 3]
 
 
 @pytest.mark.filterwarnings("ignore:each stage lasts")
 def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
-    args = ["--out", str(tmp_path), "--variants", "noise", "warm", "--warm-steps", "2"]
-    args += ["--points", "3", "--fid-n", "100"] + [a for s in TINY for a in ("--set", s)]
+    args = ["--out", str(tmp_path), "--variants", "noise", "amortised", "--warm-steps", "2"]
+    args += ["--points", "3", "--fid-n", "100", "--posterior-n", "10"]
+    args += [a for s in TINY for a in ("--set", s)]
     assert ttq.main(args) == 0
     # Every run is trained before any snapshot is evaluated (only training needs a quiet machine).
     err = capsys.readouterr().err
     assert 0 <= err.index("training done") < err.index("noise: iteration")
     results = json.loads((tmp_path / "time_to_quality.json").read_text())
-    assert list(results) == ["noise", "warm"]
+    assert list(results) == ["noise", "amortised"]
     for variant, r in results.items():
         points = r["points"]
         keep = r["config"]["train"]["keep_every"]
@@ -54,10 +65,21 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
             assert times[p["iteration"]] - 1e-3 <= p["minutes"] * 60
             later = [t for it, t in times.items() if it > p["iteration"]]
             assert p["minutes"] * 60 <= min(later, default=float("inf"))
-            assert p["recon"] > 0 and p["fid"] > 0
+            assert p["recon"] > 0 and p["fid"] > 0 and p["fid_q"] > 0
+            chains = ["noise-4", "noise-2"] + (["amortised-2"] if variant == "amortised" else [])
+            assert list(p["posterior"]) == chains
+            assert ("recon_amortised" in p) == (variant == "amortised")
+    # The last point of the amortised run, measured again here: the amortised start's recon.
+    last = results["amortised"]["points"][-1]
+    _, model, _ = load_run(tmp_path / "amortised", checkpoint=snapshots(tmp_path / "amortised")[-1])
+    data = load_dataset("digits")
+    assert last["recon_amortised"] == recon_mse(model, data.test_x, 2, 0.1, start="amortised")
     table = (tmp_path / "time_to_quality.md").read_text()
-    assert "| noise start, 4 steps (paper) | 12 |" in table and "warm / noise: recon" in table
-    assert (tmp_path / "time_to_quality.png").stat().st_size > 0
+    assert "| noise start, 4 steps (paper) | 12 |" in table and "amortised / noise: recon" in table
+    assert "- amortised reaches noise's final recon" in table
+    assert "| amortised start, 2 steps | amortised-2 |" in table
+    for figure in ("time_to_quality.png", "posterior_quality.png"):
+        assert (tmp_path / figure).stat().st_size > 0
 
     # A rerun trains and evaluates nothing again.
     monkeypatch.setattr(ttq, "fid", lambda *a, **k: pytest.fail("evaluated again"))

@@ -42,10 +42,10 @@ def test_zero_steps_keep_the_start():
     assert torch.equal(bank.bank[idx], streams.normal(rng.POSTERIOR_INIT, cfg.model.nz))
 
 
-@pytest.mark.parametrize(("warm_steps", "steps"), [(0, 4), (2, 2)])
+@pytest.mark.parametrize(("warm_steps", "steps"), [("null", 4), (2, 2)])
 def test_warm_chain_runs_from_the_bank_row(warm_steps, steps):
     # The bank rows written are the chain of `steps` steps started at the rows read
-    # (train.warm_steps, 0 meaning train.post_steps = 4), with the iteration's noise.
+    # (train.warm_steps, null meaning train.post_steps = 4), with the iteration's noise.
     cfg, model, bank, opt_g, x, idx, streams = _setup(
         "train.post_init=bank", f"train.warm_steps={warm_steps}"
     )
@@ -74,8 +74,9 @@ def test_warm_start_resumes_bitwise(tmp_path, digits):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.post_init=memory", "'train.post_init' must be one of noise, bank"),
-        ("train.warm_steps=-1", "'train.warm_steps' must be >= 0"),
+        ("train.post_init=memory", "'train.post_init' must be one of noise, bank, amortised"),
+        ("train.warm_steps=-1", "'train.warm_steps' must be >= 0 (or null: train.post_steps)"),
+        ("train.warm_steps=3", "'train.warm_steps' (3) applies to train.post_init=bank or amor"),
     ],
 )
 def test_bad_warm_start_fields(override, message):

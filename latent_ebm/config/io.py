@@ -168,9 +168,23 @@ _ABSENT_MEANS = {("prior", "refit_steps"): 0}  # no refit before version 0.3
 def load_config(path: str | Path) -> Config:
     """Read a ``config.yaml`` written by :func:`save_config`; a field it lacks because it was
     written before the field existed takes the value that repeats the old behaviour
-    (``prior.refit_steps: 0``), not the new default."""
+    (``prior.refit_steps: 0``), not the new default, and a value whose meaning changed keeps
+    the old one (:func:`_old_warm_steps`)."""
     d = _read_yaml(Path(path))
     for (section, key), value in _ABSENT_MEANS.items():
         if isinstance(d.get(section), dict) and key not in d[section]:
             d[section] = {**d[section], key: value}
-    return config_from_dict(d)
+    return config_from_dict(_old_warm_steps(d))
+
+
+def _old_warm_steps(d: dict[str, Any]) -> dict[str, Any]:
+    """``train.warm_steps: 0`` of a run saved before ``train.post_init=amortised`` existed meant
+    ``train.post_steps`` (every such run holds it: it was the default); that is ``null`` now,
+    and 0 means a chain of no step. Only ``amortised`` runs, which are newer, keep a 0 (the
+    validation refuses 0 with ``bank`` and any value with ``noise``, so no newer run of those
+    holds one)."""
+    train = d.get("train")
+    old = isinstance(train, dict) and train.get("post_init", "noise") != "amortised"
+    if old and train.get("warm_steps") == 0:
+        d = {**d, "train": {**train, "warm_steps": None}}
+    return d

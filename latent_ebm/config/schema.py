@@ -60,8 +60,9 @@ class TrainConfig:
     beta2: float = 0.999  # Adam beta2 for every optimiser
     post_steps: int = 30  # L, posterior Langevin steps per iteration
     post_step_size: float = 0.1  # posterior Langevin step size s
-    post_init: str = "noise"  # posterior chain start: noise (paper) | bank (example's bank row)
-    warm_steps: int = 0  # posterior steps when post_init=bank (0: train.post_steps)
+    post_init: str = "noise"  # posterior chain start: noise (paper) | bank | amortised
+    warm_steps: int | None = None  # chain steps of post_init=bank|amortised (None: post_steps)
+    amortiser_lr: float = 1e-3  # Adam learning rate of the amortiser (post_init=amortised)
     precision: str = "fp32"  # fp32 | bf16: autocast in the chains and the generator update
     compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile mode
     seed: int = 0  # seeds initialisation, batch order and every chain's noise
@@ -73,6 +74,14 @@ class TrainConfig:
     eval_n: int = 1000  # test images (recon MSE) and prior samples (FID) of each evaluation
     keep_best: str = "none"  # none | fid: keep best.pt, the model of the lowest in-training FID
     tensorboard: bool = False  # also write TensorBoard events under DIR/tensorboard/
+
+    def chain_steps(self, start: str) -> int:
+        """Steps of a posterior chain that starts at ``start`` (a ``post_init`` value):
+        ``post_steps`` from ``noise``; ``warm_steps`` from ``bank`` or ``amortised``, where
+        ``None`` means ``post_steps`` and 0 means no step (the chain returns its start)."""
+        if start == "noise" or self.warm_steps is None:
+            return self.post_steps
+        return self.warm_steps
 
 
 @dataclass

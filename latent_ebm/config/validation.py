@@ -22,7 +22,7 @@ _CHOICES = {
     "model.arch": ("auto", "cifar10"),
     "prior.kind": PRIORS,
     "prior.prior_samples": ("persistent", "langevin"),
-    "train.post_init": ("noise", "bank"),
+    "train.post_init": ("noise", "bank", "amortised"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,
     "train.keep_best": ("none", "fid"),
@@ -42,6 +42,7 @@ _POSITIVE = (
     "train.batch_size",
     "train.lr",
     "train.post_step_size",
+    "train.amortiser_lr",
     "train.log_every",
     "train.ckpt_every",
     "train.eval_n",
@@ -54,7 +55,6 @@ _NON_NEGATIVE = (
     "prior.refit_steps",
     "prior.refit_chain_steps",
     "train.post_steps",
-    "train.warm_steps",
     "train.keep_every",
     "train.eval_every",
     "sample.steps",
@@ -122,6 +122,7 @@ def validate(
     if shape is not None:
         _check_arch(cfg, shape)
     _check_evaluations(cfg)
+    _check_posterior_start(cfg)
     PRIORS[cfg.prior.kind].check_config(cfg)
     stages = num_stages(cfg)
     if stages > cfg.train.iters:
@@ -146,6 +147,30 @@ def validate(
                 stacklevel=2,
             )
     return cfg
+
+
+def _check_posterior_start(cfg: Config) -> None:
+    """``train.warm_steps``: ``None`` (``train.post_steps``) or ``>= 0``; only for the warm
+    starts (``bank``, ``amortised``); at least 1 with ``bank``, whose chain of no step would
+    return the example's bank row unchanged."""
+    t = cfg.train
+    if t.warm_steps is None:
+        return
+    if t.warm_steps < 0:
+        raise LatentEBMError(
+            f"config field 'train.warm_steps' must be >= 0 (or null: train.post_steps), "
+            f"got {t.warm_steps}"
+        )
+    if t.post_init == "noise":
+        raise LatentEBMError(
+            f"config field 'train.warm_steps' ({t.warm_steps}) applies to train.post_init=bank "
+            "or amortised; a noise-started chain runs train.post_steps (set warm_steps: null)"
+        )
+    if t.post_init == "bank" and t.warm_steps == 0:
+        raise LatentEBMError(
+            "config field 'train.warm_steps' must be >= 1 with train.post_init=bank (0 steps "
+            "would keep every bank row; null means train.post_steps)"
+        )
 
 
 def _check_arch(cfg: Config, shape: tuple[int, int, int]) -> None:

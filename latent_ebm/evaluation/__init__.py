@@ -38,12 +38,14 @@ from latent_ebm.evaluation.metrics import (
     anomaly_scores,
     auprc,
     fid,
+    posterior_quality,
     posterior_samples,
     recon_mse,
     reconstruct,
 )
 from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
 from latent_ebm.model import LatentEBM
+from latent_ebm.posterior import STARTS
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import METHODS
 
@@ -54,6 +56,7 @@ __all__ = [
     "auprc",
     "evaluate_run",
     "fid",
+    "posterior_quality",
     "posterior_samples",
     "recon_mse",
     "reconstruct",
@@ -74,6 +77,7 @@ class _Request:
     device: torch.device
     steps: int | None
     step_size: float | None
+    start: str
     seed: int
     n: int
     features: str
@@ -93,8 +97,10 @@ class _Request:
         }
 
     def posterior_chain(self) -> dict[str, Any]:
-        """The posterior chain: by default the one the run trained with."""
-        return self.chain(self.cfg.train.post_steps, self.cfg.train.post_step_size)
+        """The posterior chain and its start: by default the run's chain from that start
+        (``noise``: ``train.post_steps``; ``amortised``: ``train.warm_steps``)."""
+        t = self.cfg.train
+        return {**self.chain(t.chain_steps(self.start), t.post_step_size), "start": self.start}
 
 
 def _recon_report(r: _Request) -> dict[str, Any]:
@@ -207,6 +213,7 @@ def _check_options(
     metric: str,
     steps: int | None,
     step_size: float | None,
+    start: str,
     seed: int,
     n: int,
     features: str,
@@ -216,6 +223,10 @@ def _check_options(
 ) -> None:
     """The checks of :func:`evaluate_run`'s settings, before any work (the defaults pass)."""
     check_seed(seed, "--seed")
+    if start not in STARTS:
+        raise LatentEBMError(f"unknown --start '{start}' (choose from {', '.join(STARTS)})")
+    if start != "noise" and metric == "fid":
+        raise LatentEBMError("--start applies to the posterior chains of recon and anomaly")
     if steps is not None and steps < 0:
         raise LatentEBMError(f"--steps must be >= 0, got {steps}")
     if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
@@ -241,6 +252,7 @@ def evaluate_run(
     *,
     steps: int | None = None,
     step_size: float | None = None,
+    start: str = "noise",
     seed: int = 0,
     n: int = 50_000,
     features: str = "classifier",
@@ -262,24 +274,28 @@ def evaluate_run(
     ``train.keep_best=fid``; the report's name then defaults to ``<metric>-best``).
 
     ``steps``/``step_size`` default to the run's posterior chain (``recon``, ``anomaly``) or
-    test-time prior chain (``fid``); ``n``, ``features``, ``weights``, ``method`` and
+    test-time prior chain (``fid``). ``start`` is where the posterior chains start: ``noise``
+    (the paper's ``N(0, I)``) or ``amortised`` (a draw of the amortiser of a run trained with
+    ``train.post_init=amortised``; its steps default to the run's ``train.warm_steps``, its
+    report's name to ``<metric>-amortised``); ``n``, ``features``, ``weights``, ``method`` and
     ``proposals`` apply to ``fid``, ``last`` and ``holdout`` (a check of the run's held-out
     class) to ``anomaly``. Returns the report: metric, run, iteration, value, split,
     settings (and features for ``fid``), wall time.
 
     Every argument is checked before any work (each message names the command-line option);
     the run is read by :func:`latent_ebm.rundir.load_run` (its ``config.yaml`` validated, the
-    checkpoint loaded without running code); the report is written atomically.
+    checkpoint loaded without running code); the report is written atomically, and the
+    returned report also holds its ``path``.
 
     Raises:
         LatentEBMError: unknown metric, features or method, a value out of range, a device
             that is not there, no such run or checkpoint (or a bad or refused one),
             ``inception`` features without ``weights``, ``anomaly`` on a run without a
-            held-out class, a full disk.
+            held-out class, ``start=amortised`` on a run without an amortiser, a full disk.
     """
     if metric not in METRICS:
         raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
-    _check_options(metric, steps, step_size, seed, n, features, method, proposals, last)
+    _check_options(metric, steps, step_size, start, seed, n, features, method, proposals, last)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LatentEBMError(f"--batch-size must be at least 1, got {batch_size!r}")
     check_device(device, "--device")
@@ -290,6 +306,12 @@ def evaluate_run(
     dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
     cfg, model, state = load_run(run_dir, dev, checkpoint=checkpoint)
+    if start == "amortised" and model.amortiser is None:
+        raise LatentEBMError(
+            f"{run_dir} was trained without an amortiser (train.post_init="
+            f"{cfg.train.post_init}): --start amortised needs a run trained with "
+            "train.post_init=amortised"
+        )
     data = load_data(cfg)
     # _Request's fields follow this function's arguments, in order.
     request = _Request(
@@ -300,6 +322,7 @@ def evaluate_run(
         dev,
         steps,
         step_size,
+        start,
         seed,
         n,
         features,
@@ -320,6 +343,7 @@ def evaluate_run(
         report["checkpoint"] = checkpoint
     report.update(METRICS[metric](request))
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    default = metric if checkpoint == "last" else f"{metric}-{checkpoint}"
-    write_report(run_dir, name or default, report)
-    return report
+    default = metric + ("" if start == "noise" else f"-{start}")
+    default += "" if checkpoint == "last" else f"-{checkpoint}"
+    path = write_report(run_dir, name or default, report)
+    return {**report, "path": str(path)}

@@ -96,6 +96,9 @@ def bench(
         (the chain step's per step of the timed chain: also ``steps``, ``chain_seconds`` and
         ``chain_flops``);
         the iteration also holds ``outside_kernels`` (:func:`outside_kernels`) when profiled.
+        With a warm start (``train.post_init`` ``bank`` or ``amortised``) also
+        ``noise_iteration``, the iteration with the paper's noise-started chain in the same
+        call, and the iteration's ``vs_noise``, its time over that one's.
 
     Raises:
         LatentEBMError: a bad config or argument.
@@ -164,6 +167,11 @@ def _bench(
         "chain_step": per_step(time_part(chain, device, batch, precision, repeats, warmup), steps),
         "iteration": time_part(iteration, device, batch, precision, repeats, warmup),
     }
+    if t.post_init != "noise":
+        parts["noise_iteration"] = _noise_iteration(cfg, shape, stage, x, idx, repeats, warmup)
+        parts["iteration"]["vs_noise"] = (
+            parts["iteration"]["seconds"] / parts["noise_iteration"]["seconds"]
+        )
     if profile:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
@@ -204,6 +212,34 @@ def _bench(
         "parts": parts,
         "config": config_to_dict(cfg),
     }
+
+
+def _noise_iteration(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    stage: int,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """The part ``noise_iteration``: the iteration of ``cfg`` with the paper's posterior chain
+    (``train.post_init=noise``, ``train.post_steps`` steps) on the same batch ``x``, rows
+    ``idx``, timed in the same call as a warm start's iteration, whose time it divides."""
+    base = copy.deepcopy(cfg)
+    base.train.post_init, base.train.warm_steps = "noise", None
+    t = base.train
+    torch.manual_seed(t.seed)
+    model, opt_g, bank, _, _ = synthetic_batch(base, shape, stage, len(x), x.device)
+    model.compile_generator(t.compile)
+    iterations = itertools.count()
+
+    def iteration() -> Any:
+        s = rng.Streams(t.seed, next(iterations), len(x), slice(0, len(x)), x.device)
+        return train_iteration(model, opt_g, bank, x, idx, s, base)
+
+    warmup = max(warmup, 1) if t.compile != "none" else warmup
+    return time_part(iteration, x.device, len(x), t.precision, repeats, warmup)
 
 
 def compare_precisions(
@@ -270,7 +306,12 @@ def format_report(result: dict[str, Any]) -> str:
         )
     header = ("part", "precision", "time", "images/s", "operations", "rate", "of peak")
     rows = [header]
-    names = {"chain_step": "chain step", "iteration": "iteration", "sampling": "sampling"}
+    names = {
+        "chain_step": "chain step",
+        "iteration": "iteration",
+        "noise_iteration": "iteration, noise start",
+        "sampling": "sampling",
+    }
     for key, part in result["parts"].items():
         rows.append(
             (
@@ -292,6 +333,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"sampling: {s['images']} images of {result['config']['sample']['steps']} prior-chain "
         f"steps and a decoding, {_seconds(s['seconds_per_image'])} per image"
     )
+    it, train = result["parts"]["iteration"], result["config"]["train"]
+    if "vs_noise" in it:
+        warm = train["post_steps"] if train["warm_steps"] is None else train["warm_steps"]
+        lines.append(
+            f"iteration with the {train['post_init']} start ({warm} chain steps): "
+            f"{it['vs_noise']:.3f}x the time of the noise-started one ({train['post_steps']} "
+            "steps; same batch, same call)"
+        )
     out = result["parts"]["iteration"].get("outside_kernels")
     if out is not None and math.isfinite(out["share"]):
         lines.append(

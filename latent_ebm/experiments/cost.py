@@ -121,6 +121,7 @@ class Estimate:
         ratio_params: parameters of each ratio network (none for the Gaussian prior or LEBM).
         stage_iters: iterations spent in each stage of the schedule, ``{stage: iterations}``.
         stage_flops: operations of one iteration in each stage, ``{stage: flops}``.
+        amortiser_params: parameters of the amortiser (``train.post_init=amortised``; else 0).
     """
 
     generator_params: int
@@ -128,6 +129,7 @@ class Estimate:
     ratio_params: list[int]
     stage_iters: dict[int, int]
     stage_flops: dict[int, int]
+    amortiser_params: int = 0
 
     @property
     def total_flops(self) -> int:
@@ -153,7 +155,8 @@ def estimate(cfg: Config, shape: tuple[int, int, int]) -> Estimate:
     stages = num_stages(cfg)
     iters = Counter(stage_of(it, cfg.train.iters, stages) for it in range(cfg.train.iters))
     flops = {s: iteration_flops(cfg, shape, s, build_model(cfg, shape)) for s in sorted(iters)}
-    return Estimate(generator, prior, ratio_params, dict(sorted(iters.items())), flops)
+    amortiser = sum(p.numel() for p in model.amortiser.parameters()) if model.amortiser else 0
+    return Estimate(generator, prior, ratio_params, dict(sorted(iters.items())), flops, amortiser)
 
 
 _PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}  # E: output only
@@ -213,6 +216,8 @@ def describe(
     if len(r) > 1 and len(set(r)) == 1:
         share = f"{len(r)} ratio networks of {r[0]:,}, {r[0] / g:.1%} each: {share}"
     lines.append(f"parameters: generator {g:,}, prior {p:,} ({share})")
+    if est.amortiser_params:
+        lines[-1] += f", amortiser {est.amortiser_params:,} (the posterior chain's start)"
     per_stage = ", ".join(
         f"stage {s}: {format_count(f, 'FLOP')}" for s, f in est.stage_flops.items()
     )
