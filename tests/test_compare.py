@@ -75,7 +75,7 @@ def test_compare_groups_seeds_and_shows_mean_and_se(runs, tmp_path, capsys):
     assert rows[0]["FID in training, last"] == summarize(fids).format(2)
     assert rows[1]["FID in training, last"] == "-"
     assert rows[0]["iterations"] == "12"
-    assert "- recon MSE (↓): steps=4, step_size=0.1, seed=0, split: test" in text
+    assert "- recon MSE (↓): steps=4, step_size=0.1, start=noise, seed=0, split: test" in text
     png = out / "compare.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
