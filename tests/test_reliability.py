@@ -347,3 +347,20 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+def test_an_atomic_write_gets_a_plain_files_mode(tmp_path):
+    # mkstemp creates its file 0600; the file a user asked for is readable as any other
+    # (0644 under the usual umask 022), and a second write keeps that mode.
+    import os
+
+    from latent_ebm.files import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "table.md"
+        for text in (b"one", b"two"):
+            write_atomic(path, lambda f, t=text: f.write(t))
+            assert (path.stat().st_mode & 0o777, path.read_bytes()) == (0o644, text)
+    finally:
+        os.umask(old)
