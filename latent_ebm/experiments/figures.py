@@ -81,11 +81,8 @@ def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -
         ax.set_title(COLUMNS[column].heading, fontsize=9)
         ax.legend(fontsize=7)
     seeds = results["seeds"]
-    fig.suptitle(
-        f"{results['title']} ({results['dataset']}, {len(seeds)} seed"
-        f"{'s' if len(seeds) > 1 else ''}; bars ± 1 SE)",
-        fontsize=9,
-    )
+    spread = f"{len(seeds)} seeds; bars ± 1 SE" if len(seeds) > 1 else "1 seed: no error bars"
+    fig.suptitle(f"{results['title']} ({results['dataset']}, {spread})", fontsize=9)
     fig.tight_layout()
     try:
         write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
