@@ -105,3 +105,16 @@ def assert_resume_matches(cfg: Config, tmp_path: Path, stop: int, data) -> tuple
     ]
     assert metrics[0] == metrics[1]
     return full, metrics[0]
+
+
+def assert_iteration_writes_rows(model, opt_g, bank, x, idx, streams, cfg, expected) -> None:
+    """One training iteration writes ``expected`` into the bank rows ``idx`` and leaves every
+    other row as it was."""
+    from latent_ebm.train import train_iteration
+
+    others = torch.ones(len(bank.bank), dtype=torch.bool)
+    others[idx] = False
+    untouched = bank.bank[others].clone()
+    train_iteration(model, opt_g, bank, x, idx, streams, cfg)
+    assert torch.equal(bank.bank[idx], expected)
+    assert torch.equal(bank.bank[others], untouched)
