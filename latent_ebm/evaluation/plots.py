@@ -45,6 +45,7 @@ __all__ = [
     "recon_pairs",
     "run_figures",
     "sample_run",
+    "save_figure",
     "save_grid",
     "transition_strip",
 ]
@@ -98,6 +99,18 @@ def _write_file(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return Path(path)
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG, atomically, and close it.
+
+    Raises:
+        LatentEBMError: the write failed.
+    """
+    try:
+        return _write_file(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | None:
     """NCE loss of each stage against iteration (paper Figure 4); ``None`` without NCE logs."""
     rows = [m for m in metrics if "nce" in m]
@@ -112,10 +125,7 @@ def plot_nce_curves(metrics: list[dict[str, Any]], path: str | Path) -> Path | N
     ax.set_ylabel("NCE loss (Eq. 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        return _write_file(path, lambda f: fig.savefig(f, dpi=120, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def stage_starts(cfg: Config) -> list[int]:
@@ -163,10 +173,7 @@ def plot_quality(metrics: list[dict[str, Any]], cfg: Config, path: str | Path) -
         f"In-training quality: FID of {n} prior samples, MSE of {n} test images", fontsize=10
     )
     fig.tight_layout()
-    try:
-        return _write_file(path, lambda f: fig.savefig(f, dpi=120, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def transition_strip(

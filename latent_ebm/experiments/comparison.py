@@ -30,6 +30,7 @@ import numpy as np
 
 from latent_ebm.config import config_to_dict, load_config
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.evaluation.plots import save_figure
 from latent_ebm.experiments.reproduction import IGNORED_FIELDS
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.experiments.tables import COLUMNS
@@ -262,13 +263,7 @@ def plot_comparison(records: list[RunRecord], path: Path) -> Path:
     axes[2, 1].set_xlabel(f"training time ({unit})")
     fig.suptitle(f"{records[0].data_set}: mean over seeds, band ± 1 SE", fontsize=10)
     fig.tight_layout()
-    try:
-        write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
-    except OSError as e:
-        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def compare_runs(runs: Sequence[str | Path], out: str | Path = ".") -> Comparison:

@@ -19,10 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from latent_ebm.errors import LatentEBMError
+from latent_ebm.evaluation.plots import save_figure
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.experiments.tables import COLUMNS
-from latent_ebm.files import write_atomic
 
 __all__ = ["plot_stages", "stage_curves"]
 
@@ -84,13 +83,7 @@ def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -
     spread = f"{len(seeds)} seeds; bars ± 1 SE" if len(seeds) > 1 else "1 seed: no error bars"
     fig.suptitle(f"{results['title']} ({results['dataset']}, {spread})", fontsize=9)
     fig.tight_layout()
-    try:
-        write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
-    except OSError as e:
-        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def _position(stages: int) -> float:
