@@ -50,17 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
 from latent_ebm.data import dataset_info
-from latent_ebm.evaluation import fid, posterior_quality, recon_mse
+from latent_ebm.evaluation import fid, fid_at, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
-from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
-from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments import SCALES, iteration_flops
 from latent_ebm.refit import aggregate_posterior
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
@@ -183,10 +180,7 @@ def _measure(
         z = aggregate_posterior(
             model, data.train_x, fid_n, steps, cfg.train.post_step_size, amortised=amortised
         )
-        feats = torch.cat([extractor(model.decode(z[i : i + 500])) for i in range(0, fid_n, 500)])
-        out["fid_q"] = frechet_distance(
-            *gaussian_stats(feats), *reference_stats(data.train_x, extractor)
-        )
+        out["fid_q"] = fid_at(model, z, data.train_x, extractor)
     if "recon_amortised" in keys:
         out["recon_amortised"] = recon_mse(model, data.test_x, **short, start="amortised")
     if "posterior" in keys:

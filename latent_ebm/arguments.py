@@ -124,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=50_000, help="fid: generated images (50,000)")
     e.add_argument("--features", default="classifier", help="fid: classifier | inception")
     e.add_argument("--weights", type=Path, help="fid: FID Inception weights file (.pth)")
-    e.add_argument("--method", default="langevin", help="fid: langevin, mala or sir sampling")
+    e.add_argument(
+        "--method",
+        default="langevin",
+        help="fid: langevin, mala or sir prior samples, or aggregate: the generator at samples "
+        "of the aggregate posterior (the ceiling of any prior)",
+    )
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
     e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")
     e.add_argument("--step-size", type=float, help="chain step size (default: from the config)")

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from latent_ebm.data import Dataset, holdout_split, to_float
-from latent_ebm.evaluation import auprc, recon_mse
+from latent_ebm.evaluation import auprc, fid_at, recon_mse
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
 from latent_ebm.sampling import sample_latents
@@ -89,6 +89,34 @@ def test_langevin_sampling_matches_the_target_mean():
     model = LatentEBM(_Identity(), _KnownRatio(a), sigma=1.0)
     z = sample_latents(model, 5000, method="langevin", steps=300, step_size=0.3, seed=1)
     assert torch.allclose(z.mean(0), a, atol=0.06)
+
+
+class _Flat:
+    """Features that are the pixels themselves (``uint8`` scaled to ``[-1, 1]``)."""
+
+    name, dim = "flat", 64
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_float(images) if images.dtype == torch.uint8 else images
+        return x.flatten(1).double()
+
+
+def test_fid_at_of_shifted_images_is_the_squared_shift(digits):
+    """Images that are the training images moved by ``c`` in every pixel have the same
+    covariance and a mean ``c`` away in each of 64 dimensions: FID ``64 c^2`` exactly; the
+    training images themselves give 0."""
+    images = digits.train_x[:400]
+
+    class Stub:
+        def __init__(self, shift: float):
+            self.shift = shift
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return to_float(images[z[:, 0].long()]) + self.shift
+
+    index = torch.arange(len(images)).double()[:, None]
+    assert fid_at(Stub(0.0), index, images, _Flat()) == pytest.approx(0.0, abs=1e-6)
+    assert fid_at(Stub(0.1), index, images, _Flat(), batch_size=64) == pytest.approx(0.64, rel=1e-4)
 
 
 def test_holdout_split_follows_the_protocol(digits):

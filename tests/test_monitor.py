@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ebm.evaluation import evaluate_run, recon_mse
+from latent_ebm.evaluation import evaluate_run, fid_at, recon_mse
+from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.monitor import EVAL_SEED, Monitor, eval_subset
+from latent_ebm.refit import aggregate_posterior
 from latent_ebm.rundir import BEST, TENSORBOARD, load_run, read_metrics, split_metrics
 from latent_ebm.train import train
 from tests.conftest import (
@@ -91,6 +93,20 @@ def test_evaluations_resume_exactly_and_equal_eval(tmp_path, digits):
     subset = digits.test_x[eval_subset(len(digits.test_x), 60)]
     post = (cfg_.train.post_steps, cfg_.train.post_step_size)
     assert recon_mse(model, subset, *post, seed=EVAL_SEED, batch_size=500) == last["recon"]
+
+    # FID at the aggregate posterior (the ceiling column): g at 60 of the run's own posterior
+    # samples of training images, the same as fid_at of aggregate_posterior's samples.
+    ceiling = evaluate_run(run, "fid", n=60, method="aggregate", name="fid-q", progress=False)
+    assert ceiling["settings"] == {
+        "n": 60,
+        "method": "aggregate",
+        "seed": 0,
+        "start": "noise",
+        "steps": post[0],
+        "step_size": post[1],
+    }
+    z_q = aggregate_posterior(model, digits.train_x, 60, *post, seed=0)
+    assert ceiling["value"] == fid_at(model, z_q, digits.train_x, classifier_features(digits))
 
     # TensorBoard: the scalars equal metrics.jsonl, in the uninterrupted run and in the resumed
     # one (whose events after its checkpoint were purged); one image grid per evaluation.

@@ -33,6 +33,7 @@ __all__ = [
     "anomaly_scores",
     "auprc",
     "fid",
+    "fid_at",
     "posterior_quality",
     "posterior_samples",
     "recon_mse",
@@ -170,15 +171,30 @@ def fid(
 
     ``reference``: the mean and covariance of ``train_images``' features, if already at hand
     (:func:`reference_stats`), e.g. for repeated evaluations during training."""
-    from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
-
     z = sample_latents(
         model, n, seed=seed, batch_size=batch_size, progress=progress, **sample_kwargs
     )
+    return fid_at(model, z, train_images, extractor, batch_size, progress, reference)
+
+
+def fid_at(
+    model: LatentEBM,
+    z: torch.Tensor,
+    train_images: torch.Tensor,
+    extractor: Any,
+    batch_size: int = 500,
+    progress: bool = False,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
+    """FID of the images ``g(z)`` of given latents ``z`` ``(n, nz)`` against ``train_images``:
+    :func:`fid` for latents from anywhere, e.g. samples of the aggregate posterior (the FID
+    that a prior matching it exactly would give, ARCHITECTURE §7)."""
+    from latent_ebm.evaluation.features import frechet_distance, gaussian_stats
+
     fake = torch.cat(
         [
             extractor(model.decode(z[i : i + batch_size]))
-            for i in tqdm(range(0, n, batch_size), desc="features", disable=not progress)
+            for i in tqdm(range(0, len(z), batch_size), desc="features", disable=not progress)
         ]
     )
     if reference is None:
