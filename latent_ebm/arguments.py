@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="langevin",
         help="fid: langevin, mala or sir prior samples, or aggregate: the generator at samples "
-        "of the aggregate posterior (the ceiling of any prior)",
+        "of the aggregate posterior (the ceiling of the run's prior samples)",
     )
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
     e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")

@@ -15,8 +15,8 @@ reports:
   ``classifier`` or ``inception``; the images are ``g(z)`` at prior samples (method
   ``langevin``, ``mala`` or ``sir``) or, with method ``aggregate``, at samples of the
   aggregate posterior of the training images drawn by the run's own posterior chain: the FID
-  that a prior matching the aggregate posterior exactly would give, the ceiling of every
-  prior on that generator (ARCHITECTURE §7);
+  that the run's prior would give if it matched that aggregate posterior exactly: the
+  ceiling of its prior samples (ARCHITECTURE §7);
 - ``anomaly``: on a hold-one-class-out run, the AUPRC of the test split with the held-out
   class as positive, mean and std over the ``last`` kept snapshots of the run.
 """
@@ -175,7 +175,9 @@ def _fid_aggregate_report(r: _Request, extractor: Any) -> dict[str, Any]:
     """FID of ``g(z)`` at ``n`` samples of the aggregate posterior of the training images,
     each from the run's own posterior chain (from ``N(0, I)``, or from the amortiser for a run
     trained with ``train.post_init=amortised``): the FID of a prior that matched the aggregate
-    posterior exactly, the ceiling of every prior on this generator."""
+    posterior exactly: the ceiling of the run's prior samples. The chains run under the
+    run's learned prior, as every evaluation's posterior chains do, so the ceiling belongs to
+    the model (generator and prior), not to the generator alone."""
     start = "amortised" if r.cfg.train.post_init == "amortised" else "noise"
     chain = r.chain(r.cfg.train.chain_steps(start), r.cfg.train.post_step_size)
     z = aggregate_posterior(

@@ -172,7 +172,7 @@ COLUMNS: dict[str, Column] = {
         Column("fid-sir", "fid", "FID, SIR (↓)", 2, (("method", "sir"),)),
         Column("fid-mala", "fid", "FID, MALA (↓)", 2, (("method", "mala"), ("steps", 1000))),
         # the generator at samples of the aggregate posterior: what a prior matching it exactly
-        # would give, so the ceiling of every prior on that generator (ARCHITECTURE §7)
+        # would give: the ceiling of the model's prior samples (ARCHITECTURE §7)
         Column("fid-q", "fid", "FID at q, ceiling (↓)", 2, (("method", "aggregate"),)),
         Column("anomaly", "anomaly", "AUPRC (↑)", 3, lower_is_better=False),
     )
