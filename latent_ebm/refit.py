@@ -30,13 +30,16 @@ _INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior sa
 def refit_settings(cfg: Config) -> Refit:
     """The :class:`~latent_ebm.priors.base.Refit` of a config's ``prior.refit_*`` fields."""
     p = cfg.prior
+    chain = p.refit_sampler == "chain"  # the test-time prior chain, else MALA
     return Refit(
         steps=p.refit_steps,
         batch=p.refit_batch,
         lr=p.refit_lr,
         betas=(cfg.train.beta1, cfg.train.beta2),
-        chain_steps=p.refit_chain_steps,
+        chain_steps=cfg.sample.steps if chain else p.refit_chain_steps,
         noise=p.refit_noise,
+        sampler=p.refit_sampler,
+        step_size=cfg.sample.step_size if chain else 0.1,
         seed=cfg.train.seed,
     )
 

@@ -141,6 +141,28 @@ def test_nce_is_adaptive_with_one_stage(tmp_path, digits):
     assert_same_state(checkpoint_state(tmp_path / "nce"), checkpoint_state(tmp_path / "adaptive"))
 
 
+def test_adaptive_inference_under_the_gaussian_trains_the_gaussian_generator(tmp_path, digits):
+    # prior.inference=gaussian: the posterior chains of training never see the ratios, so an
+    # adaptive run's generator (and memory bank) is bit for bit the gaussian prior's; with the
+    # paper's inference under p_k (stage 1 onwards) it is not.
+    def generator(kind: str, *extra: str) -> dict:
+        out = tmp_path / f"{kind}{len(extra)}"
+        train(tiny_config(f"prior.kind={kind}", *extra), out, progress=False, data=digits)
+        state = checkpoint_state(out)
+        gen = {k: v for k, v in state["model"].items() if k.startswith("generator.")}
+        return {**gen, "bank": state["bank"]["bank"]}
+
+    base = generator("gaussian")
+    under_gaussian = generator("adaptive", "prior.inference=gaussian")
+    paper = generator("adaptive")
+    assert all(torch.equal(base[k], under_gaussian[k]) for k in base)
+    assert not all(torch.equal(base[k], paper[k]) for k in base)
+    with pytest.raises(LatentEBMError, match=r"'prior.inference' must be 'current' for .*lebm"):
+        validate(tiny_config("prior.kind=lebm", "prior.inference=gaussian"))
+    with pytest.raises(LatentEBMError, match=r"prior\.refit_sampler"):
+        validate(tiny_config("prior.refit_sampler=exact"))
+
+
 def test_stage_counts_and_validation():
     assert num_stages(tiny_config("prior.kind=gaussian", "prior.stages=3")) == 0
     assert num_stages(tiny_config("prior.kind=adaptive", "prior.stages=3")) == 3

@@ -1,5 +1,6 @@
 """The exact prior sampler (MALA) and the post-hoc refit of the ratio priors (ARCHITECTURE §4)."""
 
+import dataclasses
 import math
 import sys
 
@@ -79,6 +80,48 @@ def test_refit_recovers_a_known_log_ratio(kind):
     assert (learned - true).abs().median().item() < 0.2
     assert prior.ratios_in_prior == len(prior.ratios)
     assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_chain_noise_of_zero_steps_is_the_gaussian_so_every_stage_learns_the_whole_ratio():
+    # prior.refit_sampler=chain with 0 steps: each stage's noise is its N(0, I) start, so each
+    # of the K ratios learns log q/N = m.z - |m|^2 / 2 on its own and the prior's log-ratio is
+    # K times it (with MALA noise the later stages would learn about 0 instead).
+    m = torch.tensor([1.0, -0.5])
+    z_q = torch.randn(6000, 2, generator=torch.Generator().manual_seed(0)) + m
+    prior = _prior("adaptive", stages=2)
+    settings = Refit(
+        steps=1500, batch=500, lr=3e-3, chain_steps=0, noise=4000, sampler="chain", seed=0
+    )
+    prior.refit(z_q, settings)
+    z = torch.randn(2000, 2, generator=torch.Generator().manual_seed(9)) + m / 2
+    with torch.no_grad():
+        learned = prior.log_prob(z) - gaussian_log_prob(z)
+    true = z @ m - m.pow(2).sum() / 2
+    assert (learned - 2 * true).abs().median().item() < 0.25
+
+
+def test_chain_noise_fits_the_prior_for_its_short_chain():
+    # q = N(m, I). A short chain on the exact q (50 steps of 0.2 from N(0, I): Langevin time
+    # 50 * 0.2^2 = 2) gets a fraction 1 - exp(-2 / 2) = 0.632 of the way to m; so does the
+    # MALA-noise refit, whose product is q itself. With the chain's own output as each stage's
+    # noise (prior.refit_sampler=chain), the stages correct the chain: its samples reach q.
+    m = torch.tensor([1.0, -1.0])
+    z_q = torch.randn(6000, 2, generator=torch.Generator().manual_seed(0)) + m
+    reached = {}
+    for sampler in ["mala", "chain"]:
+        prior = _prior("adaptive", stages=4)
+        chain = {"chain_steps": 50, "step_size": 0.2} if sampler == "chain" else {}
+        settings = Refit(
+            steps=2000, batch=500, lr=3e-3, chain_steps=100, noise=2000, sampler=sampler, seed=0
+        )
+        settings = dataclasses.replace(settings, **chain)
+        prior.refit(z_q, settings)
+        g = torch.Generator().manual_seed(5)
+        z0 = torch.randn(4000, 2, generator=g)
+        z = prior.sample(z0, 50, 0.2, lambda _, g=g: torch.randn(4000, 2, generator=g))
+        reached[sampler] = (z.mean(0) @ m / m.pow(2).sum()).item()  # fraction of the way to m
+    assert reached["mala"] == pytest.approx(1 - math.exp(-1), abs=0.05)
+    assert reached["chain"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_refit_is_seeded():

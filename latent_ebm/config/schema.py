@@ -41,6 +41,9 @@ class PriorConfig:
     prior_steps: int = 60  # prior-chain length: adaptive's langevin mode, lebm training
     prior_step_size: float = 0.4  # prior-chain step size: adaptive's langevin mode, lebm
     lr: float = 5e-5  # Adam learning rate of the prior's networks (paper A.3)
+    # The prior under which adaptive/nce training-time posterior chains run: current (p_k,
+    # Algorithm 1) | gaussian (N(0, I), as tre's always do; beyond the paper, ARCHITECTURE §4)
+    inference: str = "current"
     # Post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
     # priors re-learn their ratios on posterior samples of the final generator. 0: off (paper).
     refit_steps: int = 4000  # Adam updates in all (split over the stages of adaptive)
@@ -48,6 +51,9 @@ class PriorConfig:
     refit_lr: float = 1e-3  # Adam learning rate of the refit
     refit_samples: int = 6000  # posterior samples of the training images (cycled) to fit
     refit_chain_steps: int = 400  # MALA steps drawing each adaptive stage's noise from p_k
+    # How each adaptive refit stage draws its noise: mala (refit_chain_steps exact MALA steps
+    # on p_k) | chain (the test-time prior chain on p_k, sample.steps of sample.step_size)
+    refit_sampler: str = "mala"
     refit_noise: int = 10000  # samples of p_k drawn for each adaptive stage
 
 

@@ -22,6 +22,8 @@ _CHOICES = {
     "model.arch": ("auto", "cifar10"),
     "prior.kind": PRIORS,
     "prior.prior_samples": ("persistent", "langevin"),
+    "prior.inference": ("current", "gaussian"),
+    "prior.refit_sampler": ("mala", "chain"),
     "train.post_init": ("noise", "bank", "amortised"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,

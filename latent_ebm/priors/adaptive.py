@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latent_ebm import rng
-from latent_ebm.langevin import mala
+from latent_ebm.langevin import langevin, mala
 from latent_ebm.memory import MemoryBank
-from latent_ebm.priors.base import Refit, nce_loss
+from latent_ebm.priors.base import Refit, gaussian_log_prob, nce_loss
 from latent_ebm.priors.ratio import RatioPrior
 from latent_ebm.rng import Streams
 
@@ -31,7 +31,10 @@ class AdaptivePrior(RatioPrior):
     samples (numerator, ``q_k``) and samples of ``p_k`` (denominator): exact ``N(0, I)`` draws
     in stage 0, then rows of the memory-bank snapshot (``persistent``) or a prior chain on
     ``p_k`` (``langevin``). All ``K`` ratio networks and their Adam optimisers exist from the
-    start; ratio ``k`` and its optimiser are first used in stage ``k``.
+    start; ratio ``k`` and its optimiser are first used in stage ``k``. The training-time
+    posterior chains run under ``p_k`` (``inference="current"``, Algorithm 1) or under
+    ``N(0, I)`` (``"gaussian"``, as TRE's always do: the generator then learns as under the
+    Gaussian prior, and the prior is what the post-hoc refit learns; ARCHITECTURE §4).
 
     Arguments:
         nz: latent dimension.
@@ -40,6 +43,7 @@ class AdaptivePrior(RatioPrior):
         lr, betas: Adam settings of each ratio network.
         prior_samples: ``"persistent"`` or ``"langevin"``.
         prior_steps, prior_step_size: the prior chain of the ``langevin`` mode.
+        inference: ``"current"`` or ``"gaussian"``.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class AdaptivePrior(RatioPrior):
         prior_samples: str = "persistent",
         prior_steps: int = 60,
         prior_step_size: float = 0.4,
+        inference: str = "current",
     ) -> None:
         super().__init__(nz, stages, hidden)
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
@@ -59,6 +64,7 @@ class AdaptivePrior(RatioPrior):
         self.prior_samples = prior_samples
         self.prior_steps = prior_steps
         self.prior_step_size = prior_step_size
+        self.inference = inference
         self._freeze()
 
     @classmethod
@@ -73,6 +79,7 @@ class AdaptivePrior(RatioPrior):
             p.prior_samples,
             p.prior_steps,
             p.prior_step_size,
+            p.inference,
         )
 
     @classmethod
@@ -95,6 +102,10 @@ class AdaptivePrior(RatioPrior):
             trainable = i == self.num_frozen
             r.requires_grad_(trainable)
             r.train(trainable)
+
+    def inference_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``p_k`` (``inference="current"``) or ``N(0, I)`` (``"gaussian"``)."""
+        return gaussian_log_prob(z) if self.inference == "gaussian" else self.log_prob(z)
 
     def set_stage(self, stage: int, bank: MemoryBank) -> None:
         """Stage transition (Alg. 1 step 5): freeze ``f_k``, add it to the prior, snapshot M."""
@@ -131,7 +142,14 @@ class AdaptivePrior(RatioPrior):
         between rows of ``z_q`` and samples of ``p_k = prod_{i<k} r_i N(0, I)`` (exact draws
         for ``k = 0``; then ``settings.noise`` samples of ``settings.chain_steps`` MALA steps
         from ``N(0, I)``, :func:`latent_ebm.langevin.mala`), for ``settings.steps / K``
-        updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss."""
+        updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss.
+
+        With ``settings.sampler == "chain"`` (``prior.refit_sampler=chain``; beyond the paper)
+        the noise of stage ``k`` is instead the test-time prior chain on ``p_k``: unadjusted
+        Langevin from ``N(0, I)``, ``settings.chain_steps`` steps of ``settings.step_size``
+        (``sample.steps`` and ``sample.step_size``). Ratio ``k`` then corrects what that chain
+        produces rather than ``p_k``, so the product is fitted for the sampler that draws from
+        it: its short chains, not its exact samples, approach ``z_q``."""
         stages = len(self.ratios)
         self.stage.fill_(stages)
         losses = []
@@ -140,9 +158,7 @@ class AdaptivePrior(RatioPrior):
             noise = None
             if k > 0:
                 z0 = torch.randn(settings.noise, self.nz, generator=g).to(z_q.device)
-                noise, _ = mala(
-                    z0, partial(self.log_prob_of_first, k), settings.chain_steps, 0.1, generator=g
-                )
+                noise = self._refit_noise(z0, partial(self.log_prob_of_first, k), settings, g)
 
             def loss(
                 g: torch.Generator, k: int = k, noise: torch.Tensor | None = noise
@@ -160,6 +176,19 @@ class AdaptivePrior(RatioPrior):
             losses.append(self._fit([k], loss, part, g, f"refit stage {k}", progress))
         self._freeze()
         return losses
+
+    @staticmethod
+    def _refit_noise(
+        z0: torch.Tensor, log_prob: Any, settings: Refit, g: torch.Generator
+    ) -> torch.Tensor:
+        """Noise samples of one refit stage: ``settings.sampler``'s chains from ``z0``."""
+        if settings.sampler == "chain":
+
+            def randn(step: int) -> torch.Tensor:
+                return torch.randn(z0.shape, generator=g).to(z0.device)
+
+            return langevin(z0, log_prob, settings.chain_steps, settings.step_size, randn=randn)
+        return mala(z0, log_prob, settings.chain_steps, settings.step_size, generator=g)[0]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

@@ -53,7 +53,10 @@ class Refit:
         steps: Adam updates in all (an adaptive prior splits them evenly over its stages).
         batch: rows of each side of an NCE update.
         lr, betas: Adam settings.
-        chain_steps: MALA steps that draw an adaptive stage's noise samples of ``p_k``.
+        chain_steps: chain steps that draw an adaptive stage's noise samples of ``p_k``.
+        sampler: ``"mala"`` (exact MALA chains, initial step ``step_size``, adapted) or
+            ``"chain"`` (unadjusted Langevin of step ``step_size``: the test-time prior chain).
+        step_size: the chains' (initial) step size.
         noise: how many samples of ``p_k`` each adaptive stage draws.
         seed: seeds every number the refit draws.
     """
@@ -64,6 +67,8 @@ class Refit:
     betas: Betas = (0.5, 0.999)
     chain_steps: int = 400
     noise: int = 10_000
+    sampler: str = "mala"
+    step_size: float = 0.1
     seed: int = 0
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.memory import MemoryBank
 from latent_ebm.nets import RatioNet
 from latent_ebm.priors.base import Prior, gaussian_log_prob
@@ -56,6 +57,16 @@ class LEBMPrior(Prior):
         self.optims = [torch.optim.Adam(trainable, lr=lr, betas=betas)]
         self.prior_steps = prior_steps
         self.prior_step_size = prior_step_size
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Maximum likelihood needs posterior samples under the prior being learned."""
+        if cfg.prior.inference != "current":
+            raise LatentEBMError(
+                "config field 'prior.inference' must be 'current' for prior.kind=lebm (maximum "
+                "likelihood learns from posterior samples under its own prior); "
+                f"got '{cfg.prior.inference}'. It applies to adaptive and nce"
+            )
 
     @classmethod
     def from_config(cls, cfg: Config) -> LEBMPrior:
