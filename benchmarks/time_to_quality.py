@@ -59,7 +59,7 @@ from latent_ebm.data import dataset_info
 from latent_ebm.evaluation import fid, fid_at, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.experiments import SCALES, iteration_flops
-from latent_ebm.refit import aggregate_posterior
+from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
 from latent_ebm.train import train
 
@@ -175,10 +175,9 @@ def _measure(
         prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
         out["fid"] = fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain)
     if "fid_q" in keys:
-        amortised = cfg.train.post_init == "amortised"
-        steps = cfg.train.chain_steps(cfg.train.post_init if amortised else "noise")
+        start, steps, step_size = own_chain(cfg)
         z = aggregate_posterior(
-            model, data.train_x, fid_n, steps, cfg.train.post_step_size, amortised=amortised
+            model, data.train_x, fid_n, steps, step_size, amortised=start == "amortised"
         )
         out["fid_q"] = fid_at(model, z, data.train_x, extractor)
     if "recon_amortised" in keys:

@@ -22,7 +22,7 @@ from latent_ebm.data import Dataset, to_float
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors.base import Refit
 
-__all__ = ["aggregate_posterior", "refit_prior", "refit_settings"]
+__all__ = ["aggregate_posterior", "own_chain", "refit_prior", "refit_settings"]
 
 _INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior samples
 
@@ -42,6 +42,14 @@ def refit_settings(cfg: Config) -> Refit:
         step_size=cfg.sample.step_size if chain else 0.1,
         seed=cfg.train.seed,
     )
+
+
+def own_chain(cfg: Config) -> tuple[str, int, float]:
+    """The run's own posterior chain for samples of its aggregate posterior: its start
+    (``amortised`` for a run trained with ``train.post_init=amortised``, else ``noise``: a
+    ``bank`` run's rows belong to training), steps and step size."""
+    start = "amortised" if cfg.train.post_init == "amortised" else "noise"
+    return start, cfg.train.chain_steps(start), cfg.train.post_step_size
 
 
 def aggregate_posterior(
@@ -92,15 +100,15 @@ def refit_prior(
         return None
     if not model.prior.refits:  # nothing to refit: spare the posterior samples
         return []
-    amortised = cfg.train.post_init == "amortised"
+    start, steps, step_size = own_chain(cfg)
     z_q = aggregate_posterior(
         model,
         data.train_x,
         cfg.prior.refit_samples,
-        cfg.train.chain_steps("amortised" if amortised else "noise"),
-        cfg.train.post_step_size,
+        steps,
+        step_size,
         seed=settings.seed,
         progress=progress,
-        amortised=amortised,
+        amortised=start == "amortised",
     )
     return model.prior.refit(z_q, settings, progress)

@@ -51,7 +51,7 @@ from latent_ebm.evaluation.metrics import (
 from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
 from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
-from latent_ebm.refit import aggregate_posterior
+from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import METHODS
 
@@ -178,8 +178,8 @@ def _fid_aggregate_report(r: _Request, extractor: Any) -> dict[str, Any]:
     posterior exactly: the ceiling of the run's prior samples. The chains run under the
     run's learned prior, as every evaluation's posterior chains do, so the ceiling belongs to
     the model (generator and prior), not to the generator alone."""
-    start = "amortised" if r.cfg.train.post_init == "amortised" else "noise"
-    chain = r.chain(r.cfg.train.chain_steps(start), r.cfg.train.post_step_size)
+    start, steps, step_size = own_chain(r.cfg)
+    chain = r.chain(steps, step_size)
     z = aggregate_posterior(
         r.model,
         r.data.train_x,

@@ -4,6 +4,7 @@ prior (paper Table 3, "1 stage"): ``log p_k(z) = sum_{i<k} f_i(z) - ||z||^2 / 2`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,10 @@ class AdaptivePrior(RatioPrior):
 
     @staticmethod
     def _refit_noise(
-        z0: torch.Tensor, log_prob: Any, settings: Refit, g: torch.Generator
+        z0: torch.Tensor,
+        log_prob: Callable[[torch.Tensor], torch.Tensor],
+        settings: Refit,
+        g: torch.Generator,
     ) -> torch.Tensor:
         """Noise samples of one refit stage: ``settings.sampler``'s chains from ``z0``."""
         if settings.sampler == "chain":
