@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="one training and evaluation seed (default 0)")
     r.add_argument("--seeds", type=int, nargs="+", metavar="N", help=_SEEDS_HELP)
     r.add_argument("--data-dir", type=Path, help="folder of the data files")
+    r.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="only these models of the table, by run name (e.g. nce adaptive-K4); default all",
+    )
     _add_set(
         r,
         "a setting for every model, e.g. prior.prior_samples=langevin, or for the models of "

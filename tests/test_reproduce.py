@@ -249,6 +249,20 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
         ["gaussian", "nce", "adaptive-K2", "adaptive-K4", "adaptive-K8", "tre-K4", "lebm"]
     )
 
+    # --models: a part of a table, from the same runs; only the claims among its models.
+    monkeypatch.setattr(rep, "train", forbidden)
+    monkeypatch.setattr(rep, "evaluate_run", forbidden)
+    part = reproduce(
+        "compare", out, overrides=["sample.grid=9"], models=["adaptive-K4", "nce"], **tiny
+    )
+    assert [r[0] for r in table_rows(part.markdown)] == ["nce", "adaptive K=4"]  # table order
+    assert "--models nce adaptive-K4`" in part.markdown
+    claims = part.markdown.split("Claims of the paper, tested here:")[1]
+    tested = [line.split(" | ")[0] for line in claims.splitlines() if line.startswith("| ")][1:]
+    assert len(tested) == 5, tested  # beats nce on 2 FIDs, no worse on recon; 2 within 10%
+    assert sum(" nce (" in c for c in tested) == 3 and sum("within" in c for c in tested) == 2
+    assert not any(m in c for c in tested for m in ("gaussian", "lebm", "tre"))
+
 
 @few_iterations
 def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
@@ -290,6 +304,7 @@ def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
         (["compare", "--features", "inception"], "needs --weights"),
         (["compare", "--features", "pixels"], "unknown --features 'pixels'"),
         (["stages", "--seed", "-1"], "--seed must be >= 0"),
+        (["compare", "--models", "nce", "tre-K2"], "tre-K2 not in 'compare'; its models are"),
     ],
 )
 def test_bad_inputs_are_one_line(tmp_path, capsys, args, expected):

@@ -136,6 +136,7 @@ def experiment_runs(
     holdout: Sequence[int] | None = None,
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
+    models: Sequence[str] | None = None,
 ) -> list[PlannedRun]:
     """The models of ``experiment`` at ``scale``: their validated configs, in table order.
 
@@ -145,10 +146,11 @@ def experiment_runs(
     the shared ones), then only the model's own overrides (``prior.kind``/``prior.stages``, and
     ``lebm``'s ``train.post_steps``);
     ``anomaly`` adds ``data.holdout`` and keeps 20 snapshots per run, as ``latent-ebm train
-    --holdout`` does.
+    --holdout`` does. ``models``: only these models (their run names, e.g. ``nce
+    adaptive-K4``), in table order; default every model of the experiment.
 
     Raises:
-        LatentEBMError: unknown experiment, scale or data set; ``holdout`` outside the labels
+        LatentEBMError: unknown experiment, scale, data set or model; ``holdout`` outside the labels
             or given to an experiment without classes; an override of a field that the
             experiment sets per model; a config that does not validate.
     """
@@ -160,6 +162,7 @@ def experiment_runs(
     exp = EXPERIMENTS[experiment]
     if holdout is not None and not exp.per_class:
         raise LatentEBMError(f"--holdout applies to the anomaly experiment, not '{experiment}'")
+    specs = _models(experiment, exp.models, models)
     shared, scoped = split_settings(experiment, exp, overrides)
     base = apply_overrides(_base_config(dataset, scale, seed, data_dir), shared)
     classes: list[int | None] = [None]
@@ -167,12 +170,28 @@ def experiment_runs(
         classes = list(_holdouts(dataset, scale, holdout, data_dir))
         base.train.keep_every = max(1, base.train.iters // 20)
     runs = []
-    for spec in exp.models:
+    for spec in specs:
         for c in classes:
             held = [] if c is None else [f"data.holdout={c}"]
             cfg = apply_overrides(copy.deepcopy(base), scoped[spec.kind] + spec.overrides + held)
             runs.append(PlannedRun(spec, c, validate(cfg)))
     return runs
+
+
+def _models(
+    experiment: str, specs: Sequence[ModelSpec], names: Sequence[str] | None
+) -> list[ModelSpec]:
+    """The experiment's model specs named in ``names`` (run names), in table order."""
+    if names is None:
+        return list(specs)
+    known = [s.name for s in specs]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise LatentEBMError(
+            f"--models: {', '.join(unknown) or 'none given'} not in '{experiment}'; its models "
+            f"are {', '.join(known)}"
+        )
+    return [s for s in specs if s.name in names]
 
 
 def _config_difference(old: Config, new: Config) -> str | None:
@@ -254,6 +273,7 @@ def reproduce(
     weights: str | Path | None = None,
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
+    models: Sequence[str] | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> Reproduction:
@@ -273,6 +293,8 @@ def reproduce(
         weights: the FID Inception weights file.
         data_dir: folder of the data files.
         overrides: ``section.field=value`` settings for every model (:func:`experiment_runs`).
+        models: only these models, by run name (default all); the table's claims that need a
+            model left out are not tested.
         progress: tqdm bars while training and evaluating.
         echo: where the one-line progress messages go.
 
@@ -282,7 +304,7 @@ def reproduce(
     seeds = list(dict.fromkeys(seeds))
     if not seeds:
         raise LatentEBMError("--seeds needs at least one seed")
-    where = {"holdout": holdout, "data_dir": data_dir, "overrides": overrides}
+    where = {"holdout": holdout, "data_dir": data_dir, "overrides": overrides, "models": models}
     runs = [r for s in seeds for r in experiment_runs(experiment, dataset, scale, seed=s, **where)]
     exp, sc = EXPERIMENTS[experiment], SCALES[scale]
     base: dict[str, dict[str, Any]] = {"recon": {}, "anomaly": {"last": sc["last"]}}
@@ -298,7 +320,7 @@ def reproduce(
     elif fid_n is not None or weights is not None:
         raise LatentEBMError(f"--fid-n and --weights do not apply to '{experiment}' (no FID)")
     command = _command(
-        experiment, out, dataset, scale, seeds, runs, base.get("fid"), data_dir, overrides
+        experiment, out, dataset, scale, seeds, runs, base.get("fid"), data_dir, overrides, models
     )
 
     out = Path(out)
@@ -371,6 +393,7 @@ def _command(
     fid: dict[str, Any] | None,
     data_dir: str | Path | None,
     overrides: Sequence[str] = (),
+    models: Sequence[str] | None = None,
 ) -> str:
     """The full command line (every default spelled out) that reproduces the table."""
     args = ["latent-ebm", "reproduce", experiment, "--dataset", dataset, "--scale", scale]
@@ -390,4 +413,6 @@ def _command(
     args += ["--data-dir", str(data_dir)] if data_dir is not None else []
     for o in overrides:
         args += ["--set", o]
+    if models is not None:
+        args += ["--models", *dict.fromkeys(r.spec.name for r in runs)]
     return shlex.join(args)

@@ -296,13 +296,15 @@ def _claim_rows(exp: Experiment, groups: dict[tuple[str, int | None], list]) -> 
         col = COLUMNS[c.column]
         for held in dict.fromkeys(h for _, h in groups):
             a = groups.get((c.a, held), [])
+            b = groups.get((c.b, held), []) if c.kind != "within" else a
+            if not a or not b:  # a model left out (reproduce --models): nothing to test
+                continue
             where = "" if held is None else f", held-out {held}"
             if c.kind == "within":
                 ratios = [r["reports"][c.column]["value"] / r["reports"][c.b]["value"] for r in a]
                 s, verdict = within(ratios)
                 lines.append(f"| {c.text()}{where} | ratio {s.format(3)} | {verdict} |")
                 continue
-            b = groups.get((c.b, held), [])
             sa, sb = (summarize([r["reports"][c.column]["value"] for r in g]) for g in (a, b))
             verdict = (beats if c.kind == "beats" else no_worse)(sa, sb, col.lower_is_better)
             # The difference a - b and its standard error.
@@ -390,7 +392,8 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         + (", averaged over seeds" if len(seeds) > 1 else "")
     )
     lines += ["", "Notes: " + "; ".join(notes) + ".", ""]
-    if exp.claims:
-        lines += ["Claims of the paper, tested here:", "", *_claim_rows(exp, groups), ""]
+    claims = _claim_rows(exp, groups)
+    if len(claims) > 2:  # more than the header: a claim whose models are all in the table
+        lines += ["Claims of the paper, tested here:", "", *claims, ""]
         lines += [CRITERION, ""]
     return "\n".join(lines)
