@@ -54,11 +54,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from latent_ebm.arguments import seed_list
 from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
 from latent_ebm.data import dataset_info
 from latent_ebm.evaluation import fid, fid_at, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.experiments import SCALES, iteration_flops
+from latent_ebm.experiments.stats import CRITERION, beats, summarize
+from latent_ebm.priors.base import stage_of
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
 from latent_ebm.train import train
@@ -107,6 +110,25 @@ def configs(
             cfg.train.iters = points * max(1, round(equal_time_iters(base, cfg, shape) / points))
         cfg.train.keep_every = max(1, cfg.train.iters // points)
         out[v] = cfg
+    return out
+
+
+def seed_dir(out: Path, variant: str, seed: int) -> Path:
+    """``OUT/<variant>`` for seed 0 (the one-seed layout), ``OUT/<variant>-seed<s>`` else."""
+    return out / (variant if seed == 0 else f"{variant}-seed{seed}")
+
+
+def gflop_at(cfg: Any, shape: tuple[int, int, int]) -> dict[int, float]:
+    """Cumulative training operations (GFLOP, :func:`iteration_flops`) after each kept
+    snapshot's iteration of ``cfg``: the x axis of ``--x operations``."""
+    stages = max(num_stages(cfg), 1)
+    per = [iteration_flops(cfg, shape, s) / 1e9 for s in range(stages)]
+    iters, keep = cfg.train.iters, cfg.train.keep_every
+    total, out = 0.0, {}
+    for i in range(iters):
+        total += per[min(stage_of(i, iters, num_stages(cfg)), stages - 1)]
+        if (i + 1) % keep == 0 or i + 1 == iters:
+            out[i + 1] = total
     return out
 
 
@@ -195,39 +217,78 @@ def _measure(
     return out
 
 
-def time_to_reach(points: list[dict[str, Any]], metric: str, target: float) -> float | None:
-    """Minutes of the first point whose ``metric`` is at most ``target`` (``None``: never)."""
-    return next((p["minutes"] for p in points if p[metric] <= target), None)
+def time_to_reach(
+    points: list[dict[str, Any]], metric: str, target: float, x: str = "minutes"
+) -> float | None:
+    """``x`` (``minutes`` or ``gflop``) of the first point whose ``metric`` is at most
+    ``target`` (``None``: never)."""
+    return next((p[x] for p in points if p[metric] <= target), None)
 
 
-def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
-    """Recon MSE and FID against training minutes, one line per label of ``curves``.
+SUMMED = ("minutes", "gflop", "recon", "recon_amortised", "fid", "fid_q")
 
-    ``curves[label]``: points ``{"minutes", "recon", "fid"}`` in order of time.
+
+def over_seeds(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The points of several seeds' runs of one variant, snapshot by snapshot: each value the
+    mean over the seeds, with its standard error in ``<key>_se`` (NaN for one seed); the
+    posterior quality's ``log_joint`` and ``spread`` are means. One seed: its points as they
+    are."""
+    if len(runs) == 1:
+        return runs[0]
+    points = []
+    for same in zip(*runs, strict=False):  # the i-th snapshot of every seed
+        point: dict[str, Any] = {"iteration": same[0]["iteration"], "seeds": len(same)}
+        for key in (k for k in SUMMED if k in same[0]):
+            s = summarize([p[key] for p in same])
+            point[key], point[f"{key}_se"] = s.mean, s.se
+        point["posterior"] = {
+            chain: {
+                k: summarize([p["posterior"][chain][k] for p in same]).mean
+                for k in ("log_joint", "spread")
+            }
+            for chain in same[0]["posterior"]
+        }
+        points.append(point)
+    return points
+
+
+X_LABELS = {"minutes": "training wall time (min)", "gflop": "training operations (GFLOP)"}
+
+
+def _line(ax: Any, points: list[dict[str, Any]], x: str, key: str, fmt: str, label: str) -> None:
+    """One curve of ``key`` against ``x``; with error bars (± one standard error) over seeds."""
+    xs, ys = [p[x] for p in points], [p[key] for p in points]
+    se = [p.get(f"{key}_se", float("nan")) for p in points]
+    if all(e == e for e in se):  # not NaN: several seeds
+        ax.errorbar(xs, ys, yerr=se, fmt=fmt, capsize=3, label=label)
+    else:
+        ax.plot(xs, ys, fmt, label=label)
+
+
+def plot_time_to_quality(
+    curves: dict[str, list[dict[str, Any]]], path: str | Path, x: str = "minutes"
+) -> Path:
+    """Recon MSE and FID against training minutes (``x="gflop"``: operations), one line per
+    label of ``curves``; means with ± one standard error bars when the points hold ``_se``.
+
+    ``curves[label]``: points ``{"minutes", "gflop", "recon", "fid", "fid_q"}`` in order.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for (metric, title), ax in zip(
         (("recon", "test recon MSE"), ("fid", "FID (classifier features)")), axes, strict=True
     ):
         for label, points in curves.items():
-            ax.plot([p["minutes"] for p in points], [p[metric] for p in points], "o-", label=label)
-        ax.set_xlabel("training wall time (min)")
+            _line(ax, points, x, metric, "o-", label)
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
         if metric == "fid":  # the generator at samples of the aggregate posterior
             for label, points in curves.items():
-                xs = [p["minutes"] for p in points]
-                ax.plot(xs, [p["fid_q"] for p in points], "x:", label=f"{label}, at q")
+                _line(ax, points, x, "fid_q", "x:", f"{label}, at q")
         if metric == "recon":  # the same runs' chains started at their amortisers
             for label, points in curves.items():
                 if "recon_amortised" in points[0]:
-                    xs = [p["minutes"] for p in points]
-                    ax.plot(
-                        xs,
-                        [p["recon_amortised"] for p in points],
-                        "s--",
-                        label=f"{label}, amortised start at test",
-                    )
+                    _line(ax, points, x, "recon_amortised", "s--", f"{label}, amortised at test")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -236,10 +297,12 @@ def plot_time_to_quality(curves: dict[str, list[dict[str, float]]], path: str | 
     return Path(path)
 
 
-def plot_posterior_quality(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
-    """Mean ``log p(x, z)`` and spread of the chains' final samples against training minutes:
-    one line per run and chain (``curves[label]``: points with ``minutes`` and
-    ``posterior``)."""
+def plot_posterior_quality(
+    curves: dict[str, list[dict[str, Any]]], path: str | Path, x: str = "minutes"
+) -> Path:
+    """Mean ``log p(x, z)`` and spread of the chains' final samples against training minutes
+    (``x="gflop"``: operations): one line per run and chain (``curves[label]``: points with
+    ``x`` and ``posterior``)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for (key, title), ax in zip(
         (("log_joint", "mean log p(x, z) (+ const)"), ("spread", "spread of 4 chains")),
@@ -249,8 +312,8 @@ def plot_posterior_quality(curves: dict[str, list[dict[str, Any]]], path: str | 
         for label, points in curves.items():
             for chain in points[0]["posterior"]:
                 ys = [p["posterior"][chain][key] for p in points]
-                ax.plot([p["minutes"] for p in points], ys, "o-", label=f"{label}: {chain}")
-        ax.set_xlabel("training wall time (min)")
+                ax.plot([p[x] for p in points], ys, "o-", label=f"{label}: {chain}")
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
@@ -260,22 +323,58 @@ def plot_posterior_quality(curves: dict[str, list[dict[str, Any]]], path: str | 
     return Path(path)
 
 
-def report_lines(curves: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> list[str]:
-    """The Markdown of the results: the final point of each run; each variant against
-    ``noise`` at the end and in time to reach ``noise``'s final quality; the posterior quality
-    of each run's chains at its last snapshot."""
+def _cell(point: dict[str, Any], key: str, digits: int) -> str:
+    """``mean ± se`` of a point over seeds (the value alone for one seed); ``-`` if absent."""
+    if key not in point:
+        return "-"
+    se = point.get(f"{key}_se", float("nan"))
+    return f"{point[key]:.{digits}f}" + (f" ± {se:.{digits}f}" if se == se else "")
+
+
+def _reached(
+    runs: list[list[dict[str, Any]]], ref: list[list[dict[str, Any]]], metric: str, key: str, x: str
+) -> list[float | None]:
+    """Per seed: the fraction of the noise run's ``x`` at which a run first reached that noise
+    run's final ``metric`` (``key``: the run's own measurement of it); ``None``: never."""
+    out = []
+    for run, noise in zip(runs, ref, strict=True):
+        t = time_to_reach(run, key, noise[-1][metric], x)
+        out.append(None if t is None else t / noise[-1][x])
+    return out
+
+
+def report_lines(
+    runs: dict[str, list[list[dict[str, Any]]]],
+    labels: dict[str, str],
+    x: str = "minutes",
+    seeds: list[int] | None = None,
+) -> list[str]:
+    """The Markdown of the results; ``runs[variant]``: the points of each seed's run, in the
+    order of ``seeds`` (default 0, 1, ...).
+
+    The final point of each variant (mean ± standard error over seeds); each variant against
+    ``noise``: at the end (equal operations by construction: the "better at equal time"
+    verdicts, by :data:`~latent_ebm.experiments.stats.CRITERION`), and when each seed's run
+    first reached its noise run's final recon MSE and FID, as a fraction of that run's ``x``
+    (``minutes`` or ``gflop``); the posterior quality of each variant's chains at the last
+    snapshot (means over seeds)."""
+    curves = {v: over_seeds(r) for v, r in runs.items()}
+    n = len(next(iter(runs.values())))
+    seeds = list(range(n)) if seeds is None else seeds
     lines = [
-        "| variant | iterations | train time | recon MSE | recon MSE, amortised start | FID "
-        "| FID at q |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | iterations | train time (min) | GFLOP | recon MSE | recon MSE, amortised "
+        "start | FID | FID at q |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v, c in curves.items():
         last = c[-1]
-        amortised = f"{last['recon_amortised']:.4f}" if "recon_amortised" in last else "-"
         lines.append(
-            f"| {labels[v]} | {last['iteration']} | {last['minutes']:.1f} min | "
-            f"{last['recon']:.4f} | {amortised} | {last['fid']:.2f} | {last['fid_q']:.2f} |"
+            f"| {labels[v]} | {last['iteration']} | {_cell(last, 'minutes', 1)} | "
+            f"{_cell(last, 'gflop', 0)} | {_cell(last, 'recon', 4)} | "
+            f"{_cell(last, 'recon_amortised', 4)} | {_cell(last, 'fid', 2)} | "
+            f"{_cell(last, 'fid_q', 2)} |"
         )
+    what = {"minutes": "training time", "gflop": "training operations"}[x]
     if "noise" in curves:
         ref = curves["noise"][-1]
         for v in [v for v in curves if v != "noise"]:
@@ -283,26 +382,32 @@ def report_lines(curves: dict[str, list[dict[str, Any]]], labels: dict[str, str]
             # A run with an amortiser is judged by its own chain's recon (noise's also shown).
             own = "recon_amortised" if "recon_amortised" in last else "recon"
             lines.append(
-                f"\n{v} / noise: recon {last[own] / ref['recon']:.3f}"
+                f"\n{v} / noise at the end: recon {last[own] / ref['recon']:.3f}"
                 + (f" (noise start: {last['recon'] / ref['recon']:.3f})" if own != "recon" else "")
                 + f", FID {last['fid'] / ref['fid']:.3f}, time "
-                f"{last['minutes'] / ref['minutes']:.3f}"
+                f"{last['minutes'] / ref['minutes']:.3f}, operations "
+                f"{last['gflop'] / ref['gflop']:.3f}"
             )
             for metric, key in (("recon", own), ("fid", "fid")):
-                reached = time_to_reach(curves[v], key, ref[metric])
-                when = (
-                    f"at {reached:.1f} min ({reached / ref['minutes']:.2f}x noise's time)"
-                    if reached is not None
-                    else f"not within its {last['minutes']:.1f} min"
-                )
+                if n > 1:
+                    mine = summarize([r[-1][key] for r in runs[v]])
+                    theirs = summarize([r[-1][metric] for r in runs["noise"]])
+                    lines.append(
+                        f"- {v} beats noise on {metric} at the end: **{beats(mine, theirs)}**"
+                    )
+                fractions = _reached(runs[v], runs["noise"], metric, key, x)
+                shown = " / ".join("never" if f is None else f"{f:.2f}" for f in fractions)
                 lines.append(
-                    f"- {v} reaches noise's final {metric} ({ref[metric]:.4g}) {when}"
+                    f"- {v} first reaches noise's final {metric} at {shown} of noise's {what}"
+                    + (f" (seeds {', '.join(map(str, seeds))})" if n > 1 else "")
                     + (" (amortised start at test)" if key == "recon_amortised" else "")
                 )
     lines += ["", "| variant | chain | mean log p(x, z) | spread |", "|---|---|---|---|"]
     for v, c in curves.items():
         for chain, q in c[-1]["posterior"].items():
             lines.append(f"| {labels[v]} | {chain} | {q['log_joint']:.1f} | {q['spread']:.4f} |")
+    if n > 1:
+        lines += ["", f"Cells: mean ± standard error over {n} seeds. {CRITERION}"]
     return lines
 
 
@@ -317,34 +422,73 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=8, help="snapshots evaluated per run")
     ap.add_argument("--fid-n", type=int, default=5000)
     ap.add_argument("--posterior-n", type=int, default=200, help="test images of the posterior")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", metavar="N", help="N: seeds 0..N-1; several: those"
+    )
+    ap.add_argument(
+        "--x",
+        choices=list(X_LABELS),
+        default="minutes",
+        help="x axis and time-to-reach fractions: training wall time (needs the machine alone "
+        "while training) or training operations (any machine load)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
+    seeds = seed_list(None, a.seeds)
     overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
-    cfgs = configs(a.dataset, overrides, a.warm_steps, a.variants, a.points, a.scale)
+    per_seed = {
+        seed: configs(
+            a.dataset,
+            [*overrides, f"train.seed={seed}"],
+            a.warm_steps,
+            a.variants,
+            a.points,
+            a.scale,
+        )
+        for seed in seeds
+    }
+    cfgs = per_seed[seeds[0]]
     data = load_data(next(iter(cfgs.values())))
     extractor = classifier_features(data, progress=True)
-    for v, cfg in cfgs.items():  # every run first: only training needs the machine alone
-        _trained(cfg, a.out / v)
+    for seed, sc in per_seed.items():  # every run first: only training needs the machine alone
+        for v, cfg in sc.items():
+            _trained(cfg, seed_dir(a.out, v, seed))
     print("time_to_quality: training done; evaluating the snapshots", file=sys.stderr)
-    curves = {
-        v: _evaluated(a.out / v, a.fid_n, extractor, data, a.warm_steps, a.posterior_n)
-        for v in cfgs
-    }
+    first = cfgs[a.variants[0]]
+    shape, _ = dataset_info(first.data.name, first.data.size, first.data.holdout)
+    gflop = {v: gflop_at(cfg, shape) for v, cfg in cfgs.items()}  # the same for every seed
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    for v in cfgs:
+        for seed in seeds:
+            points = _evaluated(
+                seed_dir(a.out, v, seed), a.fid_n, extractor, data, a.warm_steps, a.posterior_n
+            )
+            for p in points:
+                p["gflop"] = gflop[v][p["iteration"]]
+            runs.setdefault(v, []).append(points)
 
-    post_steps = next(iter(cfgs.values())).train.post_steps
+    post_steps = cfgs[a.variants[0]].train.post_steps
     labels = {
         "noise": f"noise start, {post_steps} steps (paper)",
         "warm": f"warm start (bank row), {a.warm_steps} steps",
         "bf16": "noise start, bf16",
         "amortised": f"amortised start, {a.warm_steps} steps",
     }
-    labelled = {labels[v]: c for v, c in curves.items()}
-    plot_time_to_quality(labelled, a.out / "time_to_quality.png")
-    plot_posterior_quality(labelled, a.out / "posterior_quality.png")
+    labelled = {labels[v]: over_seeds(r) for v, r in runs.items()}
+    plot_time_to_quality(labelled, a.out / "time_to_quality.png", a.x)
+    plot_posterior_quality(labelled, a.out / "posterior_quality.png", a.x)
     command = "python benchmarks/time_to_quality.py " + " ".join(argv or sys.argv[1:])
-    lines = [f"Command: `{command}`", "", *report_lines(curves, labels)]
+    lines = [f"Command: `{command}`", "", *report_lines(runs, labels, a.x, seeds)]
     (a.out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
-    results = {v: {"config": config_to_dict(cfgs[v]), "points": c} for v, c in curves.items()}
+    results = {
+        v: {
+            "config": config_to_dict(cfgs[v]),
+            "seeds": seeds,
+            "points": over_seeds(r),
+            "runs": {str(seed): points for seed, points in zip(seeds, r, strict=True)},
+        }
+        for v, r in runs.items()
+    }
     (a.out / "time_to_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(lines))
     return 0

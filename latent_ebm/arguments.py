@@ -10,7 +10,9 @@ import sys
 import typing
 from pathlib import Path
 
-__all__ = ["build_parser"]
+from latent_ebm.errors import LatentEBMError
+
+__all__ = ["build_parser", "seed_list"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +34,26 @@ _SEEDS_HELP = (
     "train every model under several seeds: one value N means seeds 0..N-1, several values are "
     "the seeds; tables give mean ± standard error"
 )
+
+
+def seed_list(seed: int | None, seeds: list[int] | None) -> list[int]:
+    """The seeds of ``--seed S`` (one seed), ``--seeds N`` (seeds 0..N-1) or ``--seeds A B ...``
+    (those seeds); default seed 0.
+
+    Raises:
+        LatentEBMError: both options given, ``N < 1`` or a negative seed.
+    """
+    if seed is not None and seeds is not None:
+        raise LatentEBMError("give --seed S (one seed) or --seeds, not both")
+    if seeds is None:
+        seeds = [0 if seed is None else seed]
+    elif len(seeds) == 1:
+        if seeds[0] < 1:
+            raise LatentEBMError(f"--seeds N needs N >= 1, got {seeds[0]}")
+        seeds = list(range(seeds[0]))
+    if min(seeds) < 0:
+        raise LatentEBMError(f"--seed must be >= 0, got {min(seeds)}")
+    return seeds
 
 
 def _add_checkpoint(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from latent_ebm.arguments import build_parser
+from latent_ebm.arguments import build_parser, seed_list
 from latent_ebm.errors import LatentEBMError, TrainingInterrupted
 
 if typing.TYPE_CHECKING:
@@ -167,21 +167,6 @@ def _cmd_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def _seeds(seed: int | None, seeds: list[int] | None) -> list[int]:
-    """``--seed S`` (one seed), ``--seeds N`` (seeds 0..N-1) or ``--seeds A B ...``."""
-    if seed is not None and seeds is not None:
-        raise LatentEBMError("give --seed S (one seed) or --seeds, not both")
-    if seeds is None:
-        seeds = [0 if seed is None else seed]
-    elif len(seeds) == 1:
-        if seeds[0] < 1:
-            raise LatentEBMError(f"--seeds N needs N >= 1, got {seeds[0]}")
-        seeds = list(range(seeds[0]))
-    if min(seeds) < 0:
-        raise LatentEBMError(f"--seed must be >= 0, got {min(seeds)}")
-    return seeds
-
-
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     from latent_ebm.experiments import reproduce
 
@@ -191,7 +176,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
         for k, v in vars(args).items()
         if k not in ("command", "experiment", "out", "seed", "seeds")
     }
-    options["seeds"] = _seeds(args.seed, args.seeds)
+    options["seeds"] = seed_list(args.seed, args.seeds)
     result = reproduce(args.experiment, args.out, **options)
     print(result.markdown)
     figure = f" and {result.png_path}" if result.png_path else ""

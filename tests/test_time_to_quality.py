@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from latent_ebm.config import num_stages
 from latent_ebm.data import load_dataset
 from latent_ebm.evaluation import recon_mse
 from latent_ebm.experiments import iteration_flops
@@ -75,8 +76,11 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
     data = load_dataset("digits")
     assert last["recon_amortised"] == recon_mse(model, data.test_x, 2, 0.1, start="amortised")
     table = (tmp_path / "time_to_quality.md").read_text()
-    assert "| noise start, 4 steps (paper) | 12 |" in table and "amortised / noise: recon" in table
-    assert "- amortised reaches noise's final recon" in table
+    assert (
+        "| noise start, 4 steps (paper) | 12 |" in table
+        and "amortised / noise at the end: recon" in table
+    )
+    assert "- amortised first reaches noise's final recon" in table
     assert "| amortised start, 2 steps | amortised-2 |" in table
     for figure in ("time_to_quality.png", "posterior_quality.png"):
         assert (tmp_path / figure).stat().st_size > 0
@@ -86,3 +90,36 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ttq, "train", lambda *a, **k: pytest.fail("trained again"))
     assert ttq.main(args) == 0
     assert json.loads((tmp_path / "time_to_quality.json").read_text()) == results
+
+
+@pytest.mark.filterwarnings("ignore:each stage lasts")
+def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path):
+    args = ["--out", str(tmp_path), "--variants", "noise", "amortised", "--warm-steps", "2"]
+    args += ["--points", "2", "--fid-n", "100", "--posterior-n", "10", "--seeds", "2"]
+    args += ["--x", "gflop", *(a for s in TINY for a in ("--set", s))]
+    assert ttq.main(args) == 0
+    results = json.loads((tmp_path / "time_to_quality.json").read_text())
+    for variant in ("noise", "amortised"):
+        r = results[variant]
+        assert r["seeds"] == [0, 1] and list(r["runs"]) == ["0", "1"]
+        for seed, name in ((0, variant), (1, f"{variant}-seed1")):
+            assert load_run(tmp_path / name)[0].train.seed == seed
+        a, b = r["runs"]["0"], r["runs"]["1"]
+        assert a[-1]["fid"] != b[-1]["fid"]  # two seeds, two runs
+        for mean, pa, pb in zip(r["points"], a, b, strict=True):
+            for key in ("recon", "fid", "fid_q", "minutes"):
+                assert mean[key] == pytest.approx((pa[key] + pb[key]) / 2)
+                # Two values: the standard error of their mean is half their distance.
+                assert mean[f"{key}_se"] == pytest.approx(abs(pa[key] - pb[key]) / 2)
+    # Operations: the sum over the iterations of each stage's iteration count.
+    cfg = load_run(tmp_path / "noise")[0]
+    k = num_stages(cfg)
+    per_stage = [iteration_flops(cfg, SHAPE, s) / 1e9 for s in range(k)]
+    total = sum(per_stage) * cfg.train.iters / k
+    assert results["noise"]["points"][-1]["gflop"] == pytest.approx(total, rel=1e-9)
+    amortised = results["amortised"]["points"][-1]["gflop"]
+    assert amortised == pytest.approx(total, rel=0.15)  # equal operations, up to rounding
+    table = (tmp_path / "time_to_quality.md").read_text()
+    assert "- amortised beats noise on recon at the end: **" in table
+    assert "of noise's training operations (seeds 0, 1)" in table
+    assert "mean ± standard error over 2 seeds" in table and "Criterion" in table
