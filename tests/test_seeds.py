@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from latent_ebm.cli import _seeds
+from latent_ebm.arguments import seed_list
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.experiments import experiment_runs, reproduce
 from latent_ebm.experiments.stats import beats, no_worse, summarize, within
@@ -37,13 +37,13 @@ def test_verdicts_follow_the_two_standard_error_rule():
 
 
 def test_seed_options():
-    assert _seeds(None, None) == [0]
-    assert _seeds(3, None) == [3]
-    assert _seeds(None, [5]) == [0, 1, 2, 3, 4]
-    assert _seeds(None, [2, 7]) == [2, 7]
+    assert seed_list(None, None) == [0]
+    assert seed_list(3, None) == [3]
+    assert seed_list(None, [5]) == [0, 1, 2, 3, 4]
+    assert seed_list(None, [2, 7]) == [2, 7]
     for seed, seeds in [(1, [2]), (None, [0]), (None, [-1, 2])]:
         with pytest.raises(LatentEBMError):
-            _seeds(seed, seeds)
+            seed_list(seed, seeds)
 
 
 def test_the_digits_scale_has_the_papers_stage_length():

@@ -7,8 +7,10 @@
   (``latent-ebm bench``);
 - :mod:`~latent_ebm.experiments.tables`: the experiments, their scales and models, and the
   Markdown tables;
-- :mod:`~latent_ebm.experiments.reproduction`: planning, training and evaluating an
-  experiment's runs (``latent-ebm reproduce``);
+- :mod:`~latent_ebm.experiments.plan`: an experiment's runs and their configs, per seed and
+  held-out class (``--set``: :mod:`~latent_ebm.experiments.settings`);
+- :mod:`~latent_ebm.experiments.reproduction`: training and evaluating them, and the table
+  (``latent-ebm reproduce``);
 - :mod:`~latent_ebm.experiments.comparison`: several runs side by side, grouped over seeds
   (``latent-ebm compare``).
 
@@ -35,12 +37,8 @@ from latent_ebm.experiments.cost import (
     parse_rate,
     synthetic_batch,
 )
-from latent_ebm.experiments.reproduction import (
-    PlannedRun,
-    Reproduction,
-    experiment_runs,
-    reproduce,
-)
+from latent_ebm.experiments.plan import PlannedRun, experiment_runs
+from latent_ebm.experiments.reproduction import Reproduction, reproduce
 from latent_ebm.experiments.tables import (
     EXPERIMENTS,
     SCALES,
