@@ -1,0 +1,104 @@
+"""The priors-on-one-generator benchmark script (benchmarks/priors_on_generator.py) on two tiny
+digits runs: each prior's settings, the paired verdict, known answers for the Gaussian prior
+and for a refitted prior, and a resumable rerun."""
+
+import copy
+import json
+
+import pytest
+
+from latent_ebm.config import apply_overrides, resolve_config, validate
+from latent_ebm.evaluation import fid
+from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.priors import build_prior
+from latent_ebm.refit import aggregate_posterior, own_chain, refit_settings
+from latent_ebm.rundir import load_data, load_run
+from latent_ebm.train import train
+from tests.conftest import TINY, load_script
+
+
+@pytest.fixture(scope="module")
+def pog():
+    return load_script("priors_on_generator")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("LATENT_EBM_CACHE", str(tmp_path_factory.mktemp("classifiers")))
+
+
+def test_settings_of_a_prior(pog):
+    sets = ["prior.refit_steps=40", "adaptive:prior.refit_sampler=chain", "nce/b:prior.lr=1"]
+    assert pog.prior_settings("adaptive-K4", sets) == [
+        "prior.kind=adaptive",
+        "prior.stages=4",
+        "prior.refit_steps=40",
+        "prior.refit_sampler=chain",
+    ]
+    assert pog.prior_settings("nce", sets) == ["prior.kind=nce", "prior.refit_steps=40"]
+    assert pog.prior_settings("nce/b", sets)[-1] == "prior.lr=1"
+    with pytest.raises(SystemExit, match="unknown kind 'flow'"):
+        pog.prior_settings("flow-K2", sets)
+
+
+def test_paired_verdicts(pog):
+    s, verdict = pog.paired([10.0, 20.0, 30.0], [12.0, 22.5, 31.5])  # differences -2, -2.5, -1.5
+    assert s.mean == pytest.approx(-2.0) and s.se == pytest.approx(0.5 / 3**0.5)
+    assert verdict == "holds"  # a beats b on every generator, by far more than the spread
+    assert pog.paired([12.0, 22.5, 31.5], [10.0, 20.0, 30.0])[1] == "fails"
+    assert pog.paired([1.0, 3.0], [2.0, 2.0])[1] == "not resolved"
+
+
+@pytest.mark.filterwarnings("ignore:each stage lasts")
+def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
+    runs = []
+    for seed in (0, 1):
+        cfg = resolve_config(None, None, [*TINY, "prior.kind=nce", f"train.seed={seed}"])
+        train(cfg, tmp_path / f"nce-{seed}", progress=False)
+        runs.append(str(tmp_path / f"nce-{seed}"))
+    out = tmp_path / "pog"
+    args = [*runs, "--priors", "gaussian", "adaptive-K2", "--set", "adaptive:prior.refit_steps=30"]
+    args += ["--fid-n", "100", "--out", str(out)]
+    assert pog.main(args) == 0
+    results = json.loads((out / "priors_on_generator.json").read_text())["results"]
+    by = {(r["run"], r["label"]): r for r in results}
+
+    # Known answers on the second generator, recomputed here by the library.
+    cfg, model, _ = load_run(runs[1])
+    data = load_data(cfg)
+    ext = classifier_features(data)
+    chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
+    gauss = validate(apply_overrides(copy.deepcopy(cfg), ["prior.kind=gaussian"]))
+    model.prior = build_prior(gauss)
+    expected = fid(model, data.train_x, ext, n=100, seed=1, **chain)
+    assert by[(runs[1], "gaussian")]["fid"] == pytest.approx(expected, rel=1e-9)
+    adaptive = validate(
+        apply_overrides(
+            copy.deepcopy(cfg), ["prior.kind=adaptive", "prior.stages=2", "prior.refit_steps=30"]
+        )
+    )
+    _, model, _ = load_run(runs[1])
+    _, steps, step_size = own_chain(cfg)
+    z_q = aggregate_posterior(
+        model,
+        data.train_x,
+        cfg.prior.refit_samples,
+        steps,
+        step_size,
+        seed=refit_settings(cfg).seed,
+    )
+    model.prior = build_prior(adaptive)
+    losses = model.prior.refit(z_q, refit_settings(adaptive))
+    assert by[(runs[1], "adaptive-K2")]["refit_losses"] == pytest.approx(losses, rel=1e-6)
+    expected = fid(model, data.train_x, ext, n=100, seed=1, **chain)
+    assert by[(runs[1], "adaptive-K2")]["fid"] == pytest.approx(expected, rel=1e-6)
+    assert by[(runs[0], "gaussian")]["fid"] != by[(runs[1], "gaussian")]["fid"]
+
+    md = (out / "priors_on_generator.md").read_text()
+    assert "| adaptive-K2 |" in md and "2 generators" in md and "Ceiling" in md
+
+    # A rerun refits and scores nothing again and writes the same table.
+    monkeypatch.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored again"))
+    monkeypatch.setattr(pog, "aggregate_posterior", lambda *a, **k: pytest.fail("sampled again"))
+    assert pog.main(args) == 0
+    assert (out / "priors_on_generator.md").read_text() == md
