@@ -22,10 +22,15 @@ SCOPE:KEY=VALUE`` to the priors whose label or kind is ``SCOPE``. ``gaussian`` i
 (nothing to refit). The ceiling, the FID of the generator at the aggregate posterior rows
 themselves, is reported per run.
 
-Resumable: each (run, prior) result is a line of ``OUT/results.jsonl``; a rerun skips those
-already there. Writes ``OUT/priors_on_generator.{md,json}``: mean ± standard error over the
-runs, and each prior against the first, paired by run (the mean of the per-run differences
-and its standard error) and unpaired (the project's criterion).
+``--steps 500`` also scores every prior with chains of 500 steps (a correct prior does not get
+worse with a longer chain). The priors are done one by one, each on every run, in the order
+given. Resumable: each (run, prior) result is a line of ``OUT/results.jsonl`` and each refitted
+prior is kept in ``OUT/priors/<run>/<label>.pt``; a rerun skips what is done, and a new
+``--steps`` value is scored on the kept priors without refitting them.
+
+Writes ``OUT/priors_on_generator.{md,json}``: mean ± standard error over the runs, and each
+prior against the first, paired by run (the mean of the per-run differences and its standard
+error) and unpaired (the project's criterion).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,7 @@ from latent_ebm.evaluation import fid, fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, summarize
+from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
 from latent_ebm.refit import aggregate_posterior, own_chain, refit_settings
 from latent_ebm.rundir import load_data, load_run
@@ -75,37 +82,60 @@ def paired(a: list[float], b: list[float]) -> tuple[Summary, str]:
     return s, "holds" if s.mean < -2 * s.se else "fails" if s.mean > 2 * s.se else "not resolved"
 
 
-def _measure(run: str, label: str, sets: list[str], z_q: Any, a: argparse.Namespace, ctx: dict):
+def _prior_path(out: Path, run: str, label: str) -> Path:
+    """Where the refitted prior of ``label`` on ``run`` is kept (its state dict)."""
+    return out / "priors" / Path(run).name / (label.replace("/", "_") + ".pt")
+
+
+def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple[Any, Any, dict]:
+    """The run's model and config with the prior ``label``: loaded from ``out`` if it was
+    refitted before, else refitted on ``z_q`` (and kept). The dict: the refit's losses and
+    seconds, only when it ran here."""
     cfg, model, _ = load_run(run)
     cfg = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, sets)))
     model.prior = build_prior(cfg).to(model.device)
+    path = _prior_path(out, run, label)
+    if path.exists():
+        model.prior.load_state_dict(load_weights(path))
+        return cfg, model, {}
     t = time.time()
-    losses = (
-        model.prior.refit(z_q, refit_settings(cfg), progress=True) if model.prior.refits else []
-    )
-    refit_s = time.time() - t
-    chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
-    value = fid(
-        model,
-        ctx["train_x"],
-        ctx["ext"],
-        n=a.fid_n,
-        seed=cfg.train.seed,
-        progress=True,
-        reference=ctx["ref"],
-        **chain,
-    )
-    return {
-        "run": run,
-        "label": label,
-        "fid": value,
-        "refit_losses": losses,
-        "refit_s": round(refit_s, 1),
-    }
+    refit = refit_settings(cfg)
+    losses = model.prior.refit(z_q, refit, progress=True) if model.prior.refits else []
+    info = {"refit_losses": losses, "refit_s": round(time.time() - t, 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(model.prior.state_dict(), path)
+    return cfg, model, info
 
 
-def table(results: list[dict], labels: list[str], runs: list[str], ceilings: dict) -> list[str]:
-    """The Markdown: each prior's FID over the runs, and against the first prior."""
+def _scores(cfg: Any, model: Any, keys: list[int], n: int, ctx: dict) -> dict[str, float]:
+    """FID of ``n`` samples of the test-time chain for each number of steps in ``keys``
+    (``fid``: the run's ``sample.steps``; ``fid<steps>`` for the others)."""
+    out = {}
+    for steps in keys:
+        key = "fid" if steps == cfg.sample.steps else f"fid{steps}"
+        out[key] = fid(
+            model,
+            ctx["train_x"],
+            ctx["ext"],
+            n=n,
+            seed=cfg.train.seed,
+            progress=True,
+            reference=ctx["ref"],
+            steps=steps,
+            step_size=cfg.sample.step_size,
+        )
+    return out
+
+
+def table(
+    results: list[dict],
+    labels: list[str],
+    runs: list[str],
+    ceilings: dict,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The Markdown: each prior's FID over the runs, and against the first prior; then the
+    FIDs at the ``extra`` chain lengths (keys ``fid<steps>``) and their ratio to ``fid``."""
     by = {(r["run"], r["label"]): r["fid"] for r in results}
     first = [by[(run, labels[0])] for run in runs]
     lines = [
@@ -123,6 +153,19 @@ def table(results: list[dict], labels: list[str], runs: list[str], ceilings: dic
             d, verdict = paired(vals, first)
             cells += [d.format(2), verdict, beats(s, summarize(first))]
         lines.append("| " + " | ".join(cells) + " |")
+    if extra:
+        lines += [
+            "",
+            "| prior | " + " | ".join(f"{k[3:]} steps | ratio to FID" for k in extra) + " |",
+            "|---|" + "---|---|" * len(extra),
+        ]
+        for label in labels:
+            row = [r for run in runs for r in results if (r["run"], r["label"]) == (run, label)]
+            cells = []
+            for k in extra:
+                cells.append(summarize([r[k] for r in row]).format(2))
+                cells.append(summarize([r[k] / r["fid"] for r in row]).format(3))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     c = summarize([ceilings[run] for run in runs])
     lines += [
         "",
@@ -141,54 +184,80 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--priors", nargs="+", required=True, metavar="LABEL")
     ap.add_argument("--set", action="append", default=[], metavar="[SCOPE:]KEY=VALUE")
     ap.add_argument("--fid-n", type=int, default=5000)
+    ap.add_argument(
+        "--steps", type=int, nargs="+", default=[], help="also FID at these chain lengths"
+    )
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     for label in a.priors:
         prior_settings(label, a.set)  # bad labels fail before any work
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "results.jsonl"
-    results = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    done = {(r["run"], r["label"]) for r in results}
-    ceilings: dict[str, float] = {r["run"]: r["ceiling"] for r in results if "ceiling" in r}
+    lines = path.read_text().splitlines() if path.exists() else []
+    results: dict[tuple[str, str | None], dict] = {}
+    for line in lines:
+        r = json.loads(line)
+        results[(r["run"], r["label"])] = r
+
+    def save() -> None:
+        path.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+
     ctx: dict[str, Any] = {}
-    for run in a.runs:
-        todo = [label for label in a.priors if (run, label) not in done]
-        if not todo and run in ceilings:
-            continue
-        cfg, model, _ = load_run(run)
-        if not ctx:
-            data = load_data(cfg)
-            ext = classifier_features(data, progress=True)
-            ref = reference_stats(data.train_x, ext, 500, True)
-            ctx = {"train_x": data.train_x, "ext": ext, "ref": ref}
-        start, steps, step_size = own_chain(cfg)
-        z_q = aggregate_posterior(
-            model,
-            ctx["train_x"],
-            cfg.prior.refit_samples,
-            steps,
-            step_size,
-            seed=refit_settings(cfg).seed,
-            progress=True,
-            amortised=start == "amortised",
-        )
-        if run not in ceilings:
-            ceilings[run] = fid_at(model, z_q, ctx["train_x"], ctx["ext"], reference=ctx["ref"])
-            results.append({"run": run, "label": None, "ceiling": ceilings[run]})
-            path.write_text("".join(json.dumps(r) + "\n" for r in results))
-        for label in todo:
-            r = _measure(run, label, a.set, z_q, a, ctx)
-            print(f"{run} {label}: FID {r['fid']:.2f} (refit {r['refit_s']} s)", file=sys.stderr)
-            results.append(r)
-            path.write_text("".join(json.dumps(r) + "\n" for r in results))
-    scored = [r for r in results if r["label"] is not None]
+    z_qs: dict[str, Any] = {}
+
+    def z_q(run: str) -> Any:
+        """The run's aggregate posterior rows (drawn once; with the data, features, ceiling)."""
+        if run not in z_qs:
+            cfg, model, _ = load_run(run)
+            if not ctx:
+                data = load_data(cfg)
+                ext = classifier_features(data, progress=True)
+                ref = reference_stats(data.train_x, ext, 500, True)
+                ctx.update(train_x=data.train_x, ext=ext, ref=ref)
+            start, steps, step_size = own_chain(cfg)
+            z_qs[run] = aggregate_posterior(
+                model,
+                ctx["train_x"],
+                cfg.prior.refit_samples,
+                steps,
+                step_size,
+                seed=refit_settings(cfg).seed,
+                progress=True,
+                amortised=start == "amortised",
+            )
+            if (run, None) not in results:
+                c = fid_at(model, z_qs[run], ctx["train_x"], ctx["ext"], reference=ctx["ref"])
+                results[(run, None)] = {"run": run, "label": None, "ceiling": c}
+                save()
+        return z_qs[run]
+
+    for label in a.priors:  # prior by prior: the first ones are complete on every run first
+        for run in a.runs:
+            steps = [load_run(run)[0].sample.steps, *a.steps]
+            keys = ["fid" if s == steps[0] else f"fid{s}" for s in steps]
+            old = results.get((run, label), {"run": run, "label": label})
+            if (run, None) in results and all(k in old for k in keys):
+                continue
+            cfg, model, info = _fitted(run, label, a.set, z_q(run), a.out)
+            wanted = [s for s, k in zip(steps, keys, strict=True) if k not in old]
+            old.update(info)
+            old.update(_scores(cfg, model, wanted, a.fid_n, ctx))
+            results[(run, label)] = old
+            save()
+            print(f"{run} {label}: FID {old['fid']:.2f}", file=sys.stderr)
+    scored = [r for r in results.values() if r["label"] in a.priors and r["run"] in a.runs]
+    ceilings = {r["run"]: r["ceiling"] for r in results.values() if r["label"] is None}
     command = "python benchmarks/priors_on_generator.py " + " ".join(argv or sys.argv[1:])
-    lines = [f"Command: `{command}`", "", *table(scored, a.priors, a.runs, ceilings)]
-    (a.out / "priors_on_generator.md").write_text("\n".join(lines) + "\n")
+    extra = [f"fid{s}" for s in a.steps]
+    md = [f"Command: `{command}`", "", *table(scored, a.priors, a.runs, ceilings, extra)]
+    (a.out / "priors_on_generator.md").write_text("\n".join(md) + "\n")
     (a.out / "priors_on_generator.json").write_text(
-        json.dumps({"command": command, "results": results}, indent=2, allow_nan=False) + "\n"
+        json.dumps(
+            {"command": command, "results": list(results.values())}, indent=2, allow_nan=False
+        )
+        + "\n"
     )
-    print("\n".join(lines))
+    print("\n".join(md))
     return 0 if all(math.isfinite(r["fid"]) for r in scored) else 1
 
 

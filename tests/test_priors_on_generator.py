@@ -11,6 +11,7 @@ from latent_ebm.config import apply_overrides, resolve_config, validate
 from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.priors import build_prior
+from latent_ebm.priors.adaptive import AdaptivePrior
 from latent_ebm.refit import aggregate_posterior, own_chain, refit_settings
 from latent_ebm.rundir import load_data, load_run
 from latent_ebm.train import train
@@ -98,7 +99,22 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     assert "| adaptive-K2 |" in md and "2 generators" in md and "Ceiling" in md
 
     # A rerun refits and scores nothing again and writes the same table.
-    monkeypatch.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored again"))
-    monkeypatch.setattr(pog, "aggregate_posterior", lambda *a, **k: pytest.fail("sampled again"))
-    assert pog.main(args) == 0
+    with monkeypatch.context() as m:
+        m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored again"))
+        m.setattr(pog, "aggregate_posterior", lambda *a, **k: pytest.fail("sampled again"))
+        assert pog.main(args) == 0
     assert (out / "priors_on_generator.md").read_text() == md
+
+    # A longer chain is scored on the kept priors, without refitting them.
+    monkeypatch.setattr(AdaptivePrior, "refit", lambda *a, **k: pytest.fail("refitted again"))
+    assert pog.main([*args, "--steps", "9"]) == 0
+    again = {
+        (r["run"], r["label"]): r
+        for r in json.loads((out / "priors_on_generator.json").read_text())["results"]
+    }
+    assert again[(runs[1], "adaptive-K2")]["fid9"] == pytest.approx(
+        fid(model, data.train_x, ext, n=100, seed=1, steps=9, step_size=cfg.sample.step_size),
+        rel=1e-6,
+    )
+    assert again[(runs[1], "adaptive-K2")]["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
+    assert "| 9 steps | ratio to FID |" in (out / "priors_on_generator.md").read_text()
