@@ -137,21 +137,25 @@ def table(
     """The Markdown: each prior's FID over the runs, and against the first prior; then the
     FIDs at the ``extra`` chain lengths (keys ``fid<steps>``) and their ratio to ``fid``."""
     by = {(r["run"], r["label"]): r["fid"] for r in results}
-    first = [by[(run, labels[0])] for run in runs]
+    first = {run: by[(run, labels[0])] for run in runs if (run, labels[0]) in by}
     lines = [
-        f"| prior | FID (mean ± SE, {len(runs)} generators) | per run | vs {labels[0]}, paired "
-        "(mean ± SE of differences) | beats, paired | beats, unpaired |",
-        "|---|---|---|---|---|---|",
+        f"| prior | n | FID (mean ± SE) | per run | vs {labels[0]}, paired (mean ± SE of "
+        "differences) | beats, paired | beats, unpaired |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label in labels:
-        vals = [by[(run, label)] for run in runs]
+        have = [run for run in runs if (run, label) in by]  # a prior may lack a run (--table)
+        if not have:
+            continue
+        vals = [by[(run, label)] for run in have]
         s = summarize(vals)
-        cells = [label, s.format(2), " / ".join(f"{v:.2f}" for v in vals)]
+        cells = [label, str(len(have)), s.format(2), " / ".join(f"{v:.2f}" for v in vals)]
         if label == labels[0]:
             cells += ["-", "-", "-"]
         else:
-            d, verdict = paired(vals, first)
-            cells += [d.format(2), verdict, beats(s, summarize(first))]
+            both = [run for run in have if run in first]
+            d, verdict = paired([by[(r, label)] for r in both], [first[r] for r in both])
+            cells += [d.format(2), verdict, beats(s, summarize(list(first.values())))]
         lines.append("| " + " | ".join(cells) + " |")
     if extra:
         lines += [
@@ -161,6 +165,9 @@ def table(
         ]
         for label in labels:
             row = [r for run in runs for r in results if (r["run"], r["label"]) == (run, label)]
+            row = [r for r in row if all(k in r for k in extra)]
+            if not row:
+                continue
             cells = []
             for k in extra:
                 cells.append(summarize([r[k] for r in row]).format(2))
@@ -188,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, nargs="+", default=[], help="also FID at these chain lengths"
     )
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--table", action="store_true", help="only write the table of what is done, compute nothing"
+    )
     a = ap.parse_args(argv)
     for label in a.priors:
         prior_settings(label, a.set)  # bad labels fail before any work
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 save()
         return z_qs[run]
 
-    for label in a.priors:  # prior by prior: the first ones are complete on every run first
+    for label in [] if a.table else a.priors:  # prior by prior: the first complete first
         for run in a.runs:
             steps = [load_run(run)[0].sample.steps, *a.steps]
             keys = ["fid" if s == steps[0] else f"fid{s}" for s in steps]

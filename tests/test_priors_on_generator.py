@@ -96,7 +96,7 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     assert by[(runs[0], "gaussian")]["fid"] != by[(runs[1], "gaussian")]["fid"]
 
     md = (out / "priors_on_generator.md").read_text()
-    assert "| adaptive-K2 |" in md and "2 generators" in md and "Ceiling" in md
+    assert "| adaptive-K2 | 2 |" in md and "Ceiling" in md
 
     # A rerun refits and scores nothing again and writes the same table.
     with monkeypatch.context() as m:
@@ -104,6 +104,13 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         m.setattr(pog, "aggregate_posterior", lambda *a, **k: pytest.fail("sampled again"))
         assert pog.main(args) == 0
     assert (out / "priors_on_generator.md").read_text() == md
+
+    # --table: the table of what is done; a prior not fitted yet is left out, nothing runs.
+    with monkeypatch.context() as m:
+        m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored"))
+        assert pog.main([*args[:2], "--priors", "gaussian", "nce", "--table", *args[5:]]) == 0
+    assert "| gaussian | 2 |" in (out / "priors_on_generator.md").read_text()
+    assert "| nce |" not in (out / "priors_on_generator.md").read_text()
 
     # A longer chain is scored on the kept priors, without refitting them.
     monkeypatch.setattr(AdaptivePrior, "refit", lambda *a, **k: pytest.fail("refitted again"))
