@@ -12,7 +12,7 @@ aggregate posterior, so the priors can be compared on one generator, paired by s
         --set adaptive:prior.refit_sampler=chain --fid-n 5000 --out runs/pog
 
 For every run (a generator), the script draws the aggregate posterior once
-(:func:`latent_ebm.refit.aggregate_posterior`, the run's own chain, ``prior.refit_samples``
+(:func:`latent_ebm.refit.refit_rows`, the run's own chain, ``prior.refit_samples``
 rows); every prior of ``--priors`` is built from the run's config with its own settings
 (``kind`` or ``kind-K<stages>``, optionally ``/tag`` to tell two settings of one kind apart),
 re-initialised and refitted on those same rows, and scored by the FID of ``--fid-n`` samples of
@@ -45,15 +45,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latent_ebm.config import apply_overrides, validate
+from latent_ebm.config import apply_overrides, load_config, validate
 from latent_ebm.evaluation import fid, fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, summarize
 from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
-from latent_ebm.refit import aggregate_posterior, own_chain, refit_settings
-from latent_ebm.rundir import load_data, load_run
+from latent_ebm.refit import refit_rows, refit_settings
+from latent_ebm.rundir import CONFIG, load_data, load_run
 
 
 def prior_settings(label: str, sets: list[str]) -> list[str]:
@@ -74,12 +74,11 @@ def prior_settings(label: str, sets: list[str]) -> list[str]:
 
 
 def paired(a: list[float], b: list[float]) -> tuple[Summary, str]:
-    """The per-run differences ``a - b`` (lower is better) and the verdict of "a beats b":
-    holds when their mean is below ``-2 se``, fails above ``2 se``, else not resolved."""
+    """The per-run differences ``a - b`` (lower is better) and the verdict of "a beats b" by
+    :func:`~latent_ebm.experiments.stats.beats` of those differences against zero: holds when
+    their mean is below ``-2 se``, fails above ``2 se``, else not resolved."""
     s = summarize([x - y for x, y in zip(a, b, strict=True)])
-    if s.n < 2:
-        return s, "not resolved"
-    return s, "holds" if s.mean < -2 * s.se else "fails" if s.mean > 2 * s.se else "not resolved"
+    return s, beats(s, Summary(0.0, 0.0, s.n))
 
 
 def _prior_path(out: Path, run: str, label: str) -> Path:
@@ -107,13 +106,18 @@ def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple
     return cfg, model, info
 
 
-def _scores(cfg: Any, model: Any, keys: list[int], n: int, ctx: dict) -> dict[str, float]:
-    """FID of ``n`` samples of the test-time chain for each number of steps in ``keys``
-    (``fid``: the run's ``sample.steps``; ``fid<steps>`` for the others)."""
+def _key(steps: int, cfg: Any) -> str:
+    """The result key of the FID with chains of ``steps``: ``fid`` at the run's
+    ``sample.steps``, ``fid<steps>`` otherwise."""
+    return "fid" if steps == cfg.sample.steps else f"fid{steps}"
+
+
+def _scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[str, float]:
+    """FID of ``n`` samples of the test-time chain for each number of ``steps`` (keys
+    :func:`_key`)."""
     out = {}
-    for steps in keys:
-        key = "fid" if steps == cfg.sample.steps else f"fid{steps}"
-        out[key] = fid(
+    for k in steps:
+        out[_key(k, cfg)] = fid(
             model,
             ctx["train_x"],
             ctx["ext"],
@@ -121,7 +125,7 @@ def _scores(cfg: Any, model: Any, keys: list[int], n: int, ctx: dict) -> dict[st
             seed=cfg.train.seed,
             progress=True,
             reference=ctx["ref"],
-            steps=steps,
+            steps=k,
             step_size=cfg.sample.step_size,
         )
     return out
@@ -224,17 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 ext = classifier_features(data, progress=True)
                 ref = reference_stats(data.train_x, ext, 500, True)
                 ctx.update(train_x=data.train_x, ext=ext, ref=ref)
-            start, steps, step_size = own_chain(cfg)
-            z_qs[run] = aggregate_posterior(
-                model,
-                ctx["train_x"],
-                cfg.prior.refit_samples,
-                steps,
-                step_size,
-                seed=refit_settings(cfg).seed,
-                progress=True,
-                amortised=start == "amortised",
-            )
+            z_qs[run] = refit_rows(model, ctx["train_x"], cfg, progress=True)
             if (run, None) not in results:
                 c = fid_at(model, z_qs[run], ctx["train_x"], ctx["ext"], reference=ctx["ref"])
                 results[(run, None)] = {"run": run, "label": None, "ceiling": c}
@@ -243,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for label in [] if a.table else a.priors:  # prior by prior: the first complete first
         for run in a.runs:
-            steps = [load_run(run)[0].sample.steps, *a.steps]
-            keys = ["fid" if s == steps[0] else f"fid{s}" for s in steps]
+            cfg = load_config(Path(run) / CONFIG)  # the config only: no checkpoint to load
+            steps = [cfg.sample.steps, *a.steps]
             old = results.get((run, label), {"run": run, "label": label})
-            if (run, None) in results and all(k in old for k in keys):
+            wanted = [k for k in steps if _key(k, cfg) not in old]
+            if (run, None) in results and not wanted:
                 continue
             cfg, model, info = _fitted(run, label, a.set, z_q(run), a.out)
-            wanted = [s for s, k in zip(steps, keys, strict=True) if k not in old]
             old.update(info)
             old.update(_scores(cfg, model, wanted, a.fid_n, ctx))
             results[(run, label)] = old

@@ -22,7 +22,7 @@ from latent_ebm.data import Dataset, to_float
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors.base import Refit
 
-__all__ = ["aggregate_posterior", "own_chain", "refit_prior", "refit_settings"]
+__all__ = ["aggregate_posterior", "own_chain", "refit_prior", "refit_rows", "refit_settings"]
 
 _INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior samples
 
@@ -90,6 +90,25 @@ def aggregate_posterior(
     return torch.cat(out)
 
 
+def refit_rows(
+    model: LatentEBM, images: torch.Tensor, cfg: Config, progress: bool = False
+) -> torch.Tensor:
+    """The aggregate-posterior samples a refit of ``cfg`` learns from: ``prior.refit_samples``
+    rows of :func:`aggregate_posterior` over ``images``, drawn by the run's own chain
+    (:func:`own_chain`) with the refit's seed."""
+    start, steps, step_size = own_chain(cfg)
+    return aggregate_posterior(
+        model,
+        images,
+        cfg.prior.refit_samples,
+        steps,
+        step_size,
+        seed=refit_settings(cfg).seed,
+        progress=progress,
+        amortised=start == "amortised",
+    )
+
+
 def refit_prior(
     model: LatentEBM, data: Dataset, cfg: Config, progress: bool = False
 ) -> list[float] | None:
@@ -100,15 +119,4 @@ def refit_prior(
         return None
     if not model.prior.refits:  # nothing to refit: spare the posterior samples
         return []
-    start, steps, step_size = own_chain(cfg)
-    z_q = aggregate_posterior(
-        model,
-        data.train_x,
-        cfg.prior.refit_samples,
-        steps,
-        step_size,
-        seed=settings.seed,
-        progress=progress,
-        amortised=start == "amortised",
-    )
-    return model.prior.refit(z_q, settings, progress)
+    return model.prior.refit(refit_rows(model, data.train_x, cfg, progress), settings, progress)

@@ -12,7 +12,7 @@ from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.priors import build_prior
 from latent_ebm.priors.adaptive import AdaptivePrior
-from latent_ebm.refit import aggregate_posterior, own_chain, refit_settings
+from latent_ebm.refit import refit_rows, refit_settings
 from latent_ebm.rundir import load_data, load_run
 from latent_ebm.train import train
 from tests.conftest import TINY, load_script
@@ -79,15 +79,7 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         )
     )
     _, model, _ = load_run(runs[1])
-    _, steps, step_size = own_chain(cfg)
-    z_q = aggregate_posterior(
-        model,
-        data.train_x,
-        cfg.prior.refit_samples,
-        steps,
-        step_size,
-        seed=refit_settings(cfg).seed,
-    )
+    z_q = refit_rows(model, data.train_x, cfg)
     model.prior = build_prior(adaptive)
     losses = model.prior.refit(z_q, refit_settings(adaptive))
     assert by[(runs[1], "adaptive-K2")]["refit_losses"] == pytest.approx(losses, rel=1e-6)
@@ -101,7 +93,7 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     # A rerun refits and scores nothing again and writes the same table.
     with monkeypatch.context() as m:
         m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored again"))
-        m.setattr(pog, "aggregate_posterior", lambda *a, **k: pytest.fail("sampled again"))
+        m.setattr(pog, "refit_rows", lambda *a, **k: pytest.fail("sampled again"))
         assert pog.main(args) == 0
     assert (out / "priors_on_generator.md").read_text() == md
 
