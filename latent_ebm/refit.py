@@ -33,6 +33,7 @@ def refit_settings(cfg: Config) -> Refit:
     chain = p.refit_sampler == "chain"  # the test-time prior chain, else MALA
     return Refit(
         steps=p.refit_steps,
+        per_stage=p.refit_split == "stage",
         batch=p.refit_batch,
         lr=p.refit_lr,
         betas=(cfg.train.beta1, cfg.train.beta2),

@@ -9,6 +9,8 @@ import torch
 
 from latent_ebm import refit as refit_module
 from latent_ebm import rng
+from latent_ebm.config import validate
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import langevin, mala
 from latent_ebm.model import build_model
 from latent_ebm.priors import PRIORS
@@ -132,6 +134,37 @@ def test_refit_is_seeded():
     b.refit(z_q, settings)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_refit_split_by_stage_gives_every_adaptive_stage_the_whole_budget(monkeypatch):
+    # prior.refit_split=stage: each of the K stages gets refit_steps updates; total (the
+    # default) splits them evenly. Stage k's updates and streams do not depend on the other
+    # stages', so "stage" with N equals "total" with K * N, bit for bit.
+    z_q = torch.randn(1000, 2) + 1
+    counts: list[int] = []
+    fit = PRIORS["adaptive"]._fit
+
+    def counting(self, ratios, loss, settings, *args):
+        counts.append(settings.steps)
+        return fit(self, ratios, loss, settings, *args)
+
+    monkeypatch.setattr(PRIORS["adaptive"], "_fit", counting)
+    settings = Refit(steps=10, batch=100, chain_steps=5, noise=300, seed=1)
+    by_stage, in_all = _prior("adaptive", stages=3), _prior("adaptive", stages=3)
+    by_stage.refit(z_q, dataclasses.replace(settings, per_stage=True))
+    assert counts == [10, 10, 10]
+    in_all.refit(z_q, dataclasses.replace(settings, steps=30))
+    assert counts[3:] == [10, 10, 10]
+    for pa, pb in zip(by_stage.parameters(), in_all.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    counts.clear()
+    _prior("adaptive", stages=3).refit(z_q, dataclasses.replace(settings, steps=31))
+    assert counts == [10, 10, 11]
+    cfg = tiny_config("prior.refit_split=stage")
+    assert refit_module.refit_settings(cfg).per_stage
+    assert not refit_module.refit_settings(tiny_config()).per_stage
+    with pytest.raises(LatentEBMError, match=r"prior\.refit_split"):
+        validate(tiny_config("prior.refit_split=each"))
 
 
 def test_gaussian_prior_has_nothing_to_refit(digits, monkeypatch):

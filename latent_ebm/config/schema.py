@@ -47,6 +47,9 @@ class PriorConfig:
     # Post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
     # priors re-learn their ratios on posterior samples of the final generator. 0: off (paper).
     refit_steps: int = 4000  # Adam updates in all (split over the stages of adaptive)
+    # How adaptive's refit shares refit_steps out: total (split evenly over its K stages) |
+    # stage (every stage gets refit_steps, K * refit_steps in all; beyond the paper)
+    refit_split: str = "total"
     refit_batch: int = 500  # rows of each side of every refit NCE update
     refit_lr: float = 1e-3  # Adam learning rate of the refit
     refit_samples: int = 6000  # posterior samples of the training images (cycled) to fit

@@ -24,6 +24,7 @@ _CHOICES = {
     "prior.prior_samples": ("persistent", "langevin"),
     "prior.inference": ("current", "gaussian"),
     "prior.refit_sampler": ("mala", "chain"),
+    "prior.refit_split": ("total", "stage"),
     "train.post_init": ("noise", "bank", "amortised"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,

@@ -172,7 +172,9 @@ class AdaptivePrior(RatioPrior):
                 f = self.ratios[k]
                 return nce_loss(f(z_q[rows.to(z_q.device)]), f(z_p))
 
-            steps = settings.steps * (k + 1) // stages - settings.steps * k // stages
+            steps = settings.steps
+            if not settings.per_stage:
+                steps = settings.steps * (k + 1) // stages - settings.steps * k // stages
             part = dataclasses.replace(settings, steps=steps)
             losses.append(self._fit([k], loss, part, g, f"refit stage {k}", progress))
         self._freeze()

@@ -50,7 +50,9 @@ class Refit:
     ``prior.refit_*``).
 
     Arguments:
-        steps: Adam updates in all (an adaptive prior splits them evenly over its stages).
+        steps: Adam updates in all (an adaptive prior splits them evenly over its stages),
+            or, with ``per_stage``, the updates of each adaptive stage.
+        per_stage: ``steps`` counts per adaptive stage, not in all.
         batch: rows of each side of an NCE update.
         lr, betas: Adam settings.
         chain_steps: chain steps that draw an adaptive stage's noise samples of ``p_k``.
@@ -62,6 +64,7 @@ class Refit:
     """
 
     steps: int
+    per_stage: bool = False
     batch: int = 500
     lr: float = 1e-3
     betas: Betas = (0.5, 0.999)
