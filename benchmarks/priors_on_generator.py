@@ -31,6 +31,11 @@ prior is kept in ``OUT/priors/<run>/<label>.pt``; a rerun skips what is done, an
 Writes ``OUT/priors_on_generator.{md,json}``: mean ± standard error over the runs, and each
 prior against the first, paired by run (the mean of the per-run differences and its standard
 error) and unpaired (the project's criterion).
+
+``--curve NAME=LABEL,LABEL,...`` (repeatable) also draws the paper's Table 3 figure,
+``OUT/stages.png``: each curve's FID (and FID at every ``--steps``) against the number of
+stages of its priors (``gaussian`` 0, ``nce`` 1, ``kind-K<k>`` k), mean ± SE over the runs.
+For example ``--curve adaptive=nce,adaptive-K2,adaptive-K4 --curve tre=nce,tre-K2,tre-K4``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from latent_ebm.config import apply_overrides, load_config, validate
 from latent_ebm.evaluation import fid, fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
+from latent_ebm.experiments.figures import draw_stage_curves, points_of
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, summarize
 from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
@@ -71,6 +77,43 @@ def prior_settings(label: str, sets: list[str]) -> list[str]:
         elif scope in (label, kind):
             out.append(setting)
     return out
+
+
+def stages_of(label: str) -> int:
+    """The number of stages of the prior ``label`` on a Table 3 axis: 0 for ``gaussian``, 1
+    for ``nce`` (and a kind without ``-K``), else the ``K`` of ``kind-K<k>``."""
+    kind, _, k = label.split("/")[0].partition("-K")
+    return 0 if kind == "gaussian" else int(k) if k else 1
+
+
+def parse_curve(text: str) -> tuple[str, list[str]]:
+    """``NAME=LABEL,LABEL,...`` of ``--curve``: the curve's name and its priors' labels."""
+    name, sep, labels = text.partition("=")
+    if not sep or not name or not labels:
+        raise SystemExit(f"error: --curve {text}: expected NAME=LABEL,LABEL,...")
+    return name, labels.split(",")
+
+
+def stage_figure(
+    results: list[dict], curves: list[tuple[str, list[str]]], keys: list[str], path: Path
+) -> Path:
+    """The Table 3 figure of ``curves``: one panel per result key (``fid``, ``fid500``, ...),
+    each curve's mean ± SE over the runs against :func:`stages_of` its labels."""
+    panels = []
+    for key in keys:
+        drawn = {}
+        for name, labels in curves:
+            by_stage = {}
+            for label in labels:
+                values = [r[key] for r in results if r["label"] == label and key in r]
+                if values:
+                    by_stage[stages_of(label)] = values
+            drawn[name] = points_of(by_stage)
+        steps = key[3:] or "default"
+        panels.append((f"FID ({steps} chain steps)", drawn))
+    n = max((p[3] for _, d in panels for pts in d.values() for p in pts), default=0)
+    title = f"Priors refitted on the same generators ({n} runs; bars ± 1 SE)"
+    return draw_stage_curves(panels, title, path)
 
 
 def paired(a: list[float], b: list[float]) -> tuple[Summary, str]:
@@ -200,11 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
+        "--curve",
+        action="append",
+        default=[],
+        metavar="NAME=LABEL,...",
+        help="draw OUT/stages.png: FID against stages for these priors (repeatable)",
+    )
+    ap.add_argument(
         "--table", action="store_true", help="only write the table of what is done, compute nothing"
     )
     a = ap.parse_args(argv)
     for label in a.priors:
         prior_settings(label, a.set)  # bad labels fail before any work
+    curves = [parse_curve(c) for c in a.curve]
+    for name, labels in curves:
+        if missing := [x for x in labels if x not in a.priors]:
+            raise SystemExit(f"error: --curve {name}: {missing} not among --priors")
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "results.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
@@ -261,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
+    if curves:
+        print(f"wrote {stage_figure(scored, curves, ['fid', *extra], a.out / 'stages.png')}")
     print("\n".join(md))
     return 0 if all(math.isfinite(r["fid"]) for r in scored) else 1
 

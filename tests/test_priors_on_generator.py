@@ -117,3 +117,37 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     )
     assert again[(runs[1], "adaptive-K2")]["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
     assert "| 9 steps | ratio to FID |" in (out / "priors_on_generator.md").read_text()
+
+
+def test_stage_figure_points(pog, tmp_path, monkeypatch):
+    assert [pog.stages_of(x) for x in ["gaussian", "nce/4k", "tre-K2", "adaptive-K8/ps"]] == [
+        0,
+        1,
+        2,
+        8,
+    ]
+    assert pog.parse_curve("tre=nce,tre-K2") == ("tre", ["nce", "tre-K2"])
+    with pytest.raises(SystemExit, match="NAME=LABEL"):
+        pog.parse_curve("tre")
+    with pytest.raises(SystemExit, match=r"\['tre-K2'\] not among --priors"):
+        pog.main(["x", "--priors", "nce", "--curve", "tre=nce,tre-K2", "--out", str(tmp_path)])
+    results = [
+        {"run": "a", "label": "nce", "fid": 10.0, "fid500": 9.0},
+        {"run": "b", "label": "nce", "fid": 14.0, "fid500": 13.0},
+        {"run": "a", "label": "adaptive-K2/x", "fid": 8.0, "fid500": 5.0},
+        {"run": "b", "label": "adaptive-K2/x", "fid": 6.0},  # not scored at 500 steps
+        {"run": "a", "label": "tre-K2", "fid": 20.0},
+    ]
+    curves = [("adaptive", ["nce", "adaptive-K2/x"]), ("tre", ["nce", "tre-K2"])]
+    drawn = []
+    with monkeypatch.context() as m:
+        m.setattr(pog, "draw_stage_curves", lambda panels, title, path: drawn.append(panels))
+        pog.stage_figure(results, curves, ["fid", "fid500"], tmp_path / "s.png")
+    (head, fid100), (head500, fid500) = drawn[0]
+    assert head == "FID (default chain steps)" and head500 == "FID (500 chain steps)"
+    # mean, standard error (|a - b| / 2 for two values; 0 for one) and count at each K
+    assert fid100["adaptive"] == [(1, 12.0, 2.0, 2), (2, 7.0, 1.0, 2)]
+    assert fid100["tre"] == [(1, 12.0, 2.0, 2), (2, 20.0, 0.0, 1)]
+    assert fid500["adaptive"] == [(1, 11.0, 2.0, 2), (2, 5.0, 0.0, 1)]
+    path = pog.stage_figure(results, curves, ["fid", "fid500"], tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

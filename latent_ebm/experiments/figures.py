@@ -23,12 +23,10 @@ from latent_ebm.evaluation.plots import save_figure
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.experiments.tables import COLUMNS
 
-__all__ = ["plot_stages", "stage_curves"]
+__all__ = ["Points", "draw_stage_curves", "plot_stages", "points_of", "stage_curves"]
 
 
-def stage_curves(
-    results: dict[str, Any], column: str
-) -> dict[str, list[tuple[int, float, float, int]]]:
+def stage_curves(results: dict[str, Any], column: str) -> dict[str, Points]:
     """The points of each curve of one column: ``{"adaptive" | "tre": [(stages, mean, se,
     seeds), ...]}`` in stage order, from the ``models`` rows of a ``reproduce`` result.
 
@@ -42,14 +40,20 @@ def stage_curves(
         curve = "tre" if row["label"].startswith("tre") else "adaptive"
         stages = 0 if row["kind"] == "gaussian" else int(row["stages"] or 1)
         values.setdefault(curve, {}).setdefault(stages, []).append(row["reports"][column]["value"])
-    curves = {}
-    for curve, by_stage in values.items():
-        points = []
-        for k in sorted(by_stage):
-            s = summarize(by_stage[k])
-            points.append((k, s.mean, 0.0 if math.isnan(s.se) else s.se, s.n))
-        curves[curve] = points
-    return curves
+    return {curve: points_of(by_stage) for curve, by_stage in values.items()}
+
+
+Points = list[tuple[int, float, float, int]]  # (stages, mean, se, n) in stage order
+
+
+def points_of(by_stage: dict[int, list[float]]) -> Points:
+    """A curve's points from its values at each number of stages: mean, standard error
+    (0 with one value) and count, in stage order."""
+    points = []
+    for k in sorted(by_stage):
+        s = summarize(by_stage[k])
+        points.append((k, s.mean, 0.0 if math.isnan(s.se) else s.se, s.n))
+    return points
 
 
 def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -> Path:
@@ -58,32 +62,54 @@ def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -
     Raises:
         LatentEBMError: the PNG could not be written (the message says why).
     """
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.2), squeeze=False)
-    ticks: set[int] = set()
-    for ax, column in zip(axes[0], columns, strict=True):
-        for curve, style in (("adaptive", "o-"), ("tre", "s--")):
-            points = stage_curves(results, column).get(curve, [])
+    names = {"adaptive": "adaptive", "tre": "TRE (non-adaptive)"}
+    panels = []
+    for column in columns:
+        curves = stage_curves(results, column)
+        panels.append((COLUMNS[column].heading, {names[c]: p for c, p in curves.items()}))
+    seeds = results["seeds"]
+    title = f"{results['title']} ({results['dataset']}, {_spread(len(seeds))})"
+    return draw_stage_curves(panels, title, path)
+
+
+def draw_stage_curves(
+    panels: list[tuple[str, dict[str, Points]]], title: str, path: str | Path
+) -> Path:
+    """One panel per ``(heading, {curve name: points})``, each curve's means against the
+    number of stages with ± one standard error bars (the first curve solid with circles, the
+    next dashed with squares, ...); saved to ``path``.
+
+    Raises:
+        LatentEBMError: the PNG could not be written (the message says why).
+    """
+    styles = ("o-", "s--", "^:", "d-.")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (heading, curves) in zip(axes[0], panels, strict=True):
+        ticks: set[int] = set()
+        for (name, points), style in zip(curves.items(), styles * len(curves), strict=False):
             if not points:
                 continue
-            xs = [_position(k) for k, *_ in points]
             ticks.update(k for k, *_ in points)
             ax.errorbar(
-                xs,
+                [_position(k) for k, *_ in points],
                 [m for _, m, _, _ in points],
                 yerr=[se for *_, se, _ in points],
                 fmt=style,
                 capsize=3,
-                label="adaptive" if curve == "adaptive" else "TRE (non-adaptive)",
+                label=name,
             )
         ax.set_xticks([_position(k) for k in sorted(ticks)], [str(k) for k in sorted(ticks)])
         ax.set_xlabel("stages K")
-        ax.set_title(COLUMNS[column].heading, fontsize=9)
+        ax.set_title(heading, fontsize=9)
         ax.legend(fontsize=7)
-    seeds = results["seeds"]
-    spread = f"{len(seeds)} seeds; bars ± 1 SE" if len(seeds) > 1 else "1 seed: no error bars"
-    fig.suptitle(f"{results['title']} ({results['dataset']}, {spread})", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def _spread(n: int) -> str:
+    """The figure title's note on the error bars for ``n`` seeds or runs."""
+    return f"{n} seeds; bars ± 1 SE" if n > 1 else "1 seed: no error bars"
 
 
 def _position(stages: int) -> float:
