@@ -62,14 +62,22 @@ from latent_ebm.refit import refit_rows, refit_settings
 from latent_ebm.rundir import CONFIG, load_data, load_run
 
 
-def prior_settings(label: str, sets: list[str]) -> list[str]:
-    """The config settings of the prior ``label`` (``kind``, ``kind-K<k>``, ``.../tag``): its
-    kind and stages, then the ``--set`` settings that apply to it, in order."""
-    name = label.split("/")[0]
-    kind, _, k = name.partition("-K")
+def parse_label(label: str) -> tuple[str, int | None]:
+    """The prior kind and stages of ``label`` (``kind``, ``kind-K<k>``, ``.../tag``); stages
+    ``None`` without ``-K``."""
+    kind, _, k = label.split("/")[0].partition("-K")
     if kind not in PRIORS:
         raise SystemExit(f"error: --priors {label}: unknown kind '{kind}' (one of {list(PRIORS)})")
-    out = [f"prior.kind={kind}"] + ([f"prior.stages={int(k)}"] if k else [])
+    if k and not k.isdigit():
+        raise SystemExit(f"error: --priors {label}: '-K' takes a number of stages, got '{k}'")
+    return kind, int(k) if k else None
+
+
+def prior_settings(label: str, sets: list[str]) -> list[str]:
+    """The config settings of the prior ``label`` (:func:`parse_label`): its kind and stages,
+    then the ``--set`` settings that apply to it, in order."""
+    kind, stages = parse_label(label)
+    out = [f"prior.kind={kind}"] + ([f"prior.stages={stages}"] if stages is not None else [])
     for s in sets:
         scope, sep, setting = s.partition(":")
         if not sep:
@@ -82,8 +90,8 @@ def prior_settings(label: str, sets: list[str]) -> list[str]:
 def stages_of(label: str) -> int:
     """The number of stages of the prior ``label`` on a Table 3 axis: 0 for ``gaussian``, 1
     for ``nce`` (and a kind without ``-K``), else the ``K`` of ``kind-K<k>``."""
-    kind, _, k = label.split("/")[0].partition("-K")
-    return 0 if kind == "gaussian" else int(k) if k else 1
+    kind, stages = parse_label(label)
+    return 0 if kind == "gaussian" else stages or 1
 
 
 def parse_curve(text: str) -> tuple[str, list[str]]:

@@ -40,6 +40,8 @@ def test_settings_of_a_prior(pog):
     assert pog.prior_settings("nce/b", sets)[-1] == "prior.lr=1"
     with pytest.raises(SystemExit, match="unknown kind 'flow'"):
         pog.prior_settings("flow-K2", sets)
+    with pytest.raises(SystemExit, match="'-K' takes a number of stages, got 'x'"):
+        pog.prior_settings("adaptive-Kx", sets)
 
 
 def test_paired_verdicts(pog):

@@ -86,7 +86,7 @@ def draw_stage_curves(
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
     for ax, (heading, curves) in zip(axes[0], panels, strict=True):
         ticks: set[int] = set()
-        for (name, points), style in zip(curves.items(), styles * len(curves), strict=False):
+        for i, (name, points) in enumerate(curves.items()):
             if not points:
                 continue
             ticks.update(k for k, *_ in points)
@@ -94,7 +94,7 @@ def draw_stage_curves(
                 [_position(k) for k, *_ in points],
                 [m for _, m, _, _ in points],
                 yerr=[se for *_, se, _ in points],
-                fmt=style,
+                fmt=styles[i % len(styles)],
                 capsize=3,
                 label=name,
             )
