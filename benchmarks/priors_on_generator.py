@@ -140,7 +140,8 @@ def _prior_path(out: Path, run: str, label: str) -> Path:
 def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple[Any, Any, dict]:
     """The run's model and config with the prior ``label``: loaded from ``out`` if it was
     refitted before, else refitted on ``z_q`` (and kept). The dict: the refit's losses and
-    seconds, only when it ran here."""
+    seconds (with the held-out stopping rule also each fit's kept updates and held-out loss),
+    only when it ran here."""
     cfg, model, _ = load_run(run)
     cfg = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, sets)))
     model.prior = build_prior(cfg).to(model.device)
@@ -152,6 +153,9 @@ def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple
     refit = refit_settings(cfg)
     losses = model.prior.refit(z_q, refit, progress=True) if model.prior.refits else []
     info = {"refit_losses": losses, "refit_s": round(time.time() - t, 1)}
+    fits = getattr(model.prior, "last_refit", [])
+    if any(fit.held is not None for fit in fits):  # the held-out stopping rule ran
+        info |= {"refit_updates": [f.updates for f in fits], "refit_held": [f.held for f in fits]}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(model.prior.state_dict(), path)
     return cfg, model, info

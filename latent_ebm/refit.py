@@ -42,6 +42,9 @@ def refit_settings(cfg: Config) -> Refit:
         sampler=p.refit_sampler,
         step_size=cfg.sample.step_size if chain else 0.1,
         seed=cfg.train.seed,
+        holdout=p.refit_holdout,
+        check=p.refit_check,
+        patience=p.refit_patience,
     )
 
 

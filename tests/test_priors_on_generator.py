@@ -60,8 +60,9 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         train(cfg, tmp_path / f"nce-{seed}", progress=False)
         runs.append(str(tmp_path / f"nce-{seed}"))
     out = tmp_path / "pog"
-    args = [*runs, "--priors", "gaussian", "adaptive-K2", "--set", "adaptive:prior.refit_steps=30"]
-    args += ["--fid-n", "100", "--out", str(out)]
+    args = [*runs, "--priors", "gaussian", "adaptive-K2", "nce/held"]
+    args += ["--set", "prior.refit_steps=30", "--set", "nce/held:prior.refit_holdout=0.2"]
+    args += ["--set", "nce/held:prior.refit_check=5", "--fid-n", "100", "--out", str(out)]
     assert pog.main(args) == 0
     results = json.loads((out / "priors_on_generator.json").read_text())["results"]
     by = {(r["run"], r["label"]): r for r in results}
@@ -88,6 +89,11 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     expected = fid(model, data.train_x, ext, n=100, seed=1, **chain)
     assert by[(runs[1], "adaptive-K2")]["fid"] == pytest.approx(expected, rel=1e-6)
     assert by[(runs[0], "gaussian")]["fid"] != by[(runs[1], "gaussian")]["fid"]
+    # The held-out stopping rule's record: the updates kept (a multiple of the check, or all
+    # 30) and their held-out loss; none for a prior fitted without it.
+    held = by[(runs[1], "nce/held")]
+    assert len(held["refit_updates"]) == 1 and held["refit_updates"][0] in range(5, 31, 5)
+    assert held["refit_held"][0] > 0 and "refit_updates" not in by[(runs[1], "adaptive-K2")]
 
     md = (out / "priors_on_generator.md").read_text()
     assert "| adaptive-K2 | 2 |" in md and "Ceiling" in md
@@ -102,7 +108,7 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     # --table: the table of what is done; a prior not fitted yet is left out, nothing runs.
     with monkeypatch.context() as m:
         m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored"))
-        assert pog.main([*args[:2], "--priors", "gaussian", "nce", "--table", *args[5:]]) == 0
+        assert pog.main([*args[:2], "--priors", "gaussian", "nce", "--table", *args[6:]]) == 0
     assert "| gaussian | 2 |" in (out / "priors_on_generator.md").read_text()
     assert "| nce |" not in (out / "priors_on_generator.md").read_text()
 

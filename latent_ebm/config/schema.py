@@ -58,6 +58,13 @@ class PriorConfig:
     # on p_k) | chain (the test-time prior chain on p_k, sample.steps of sample.step_size)
     refit_sampler: str = "mala"
     refit_noise: int = 10000  # samples of p_k drawn for each adaptive stage
+    # The held-out stopping rule (beyond the paper): this fraction of the refit rows (and of
+    # each adaptive stage's noise) is kept out of fitting; every refit_check updates its NCE
+    # loss is measured, and a ratio stops after refit_patience checks without a new best and
+    # returns to its best weights (refit_steps is then a cap). 0: off
+    refit_holdout: float = 0.0
+    refit_check: int = 250
+    refit_patience: int = 4
 
 
 @dataclass

@@ -41,6 +41,8 @@ _POSITIVE = (
     "prior.refit_lr",
     "prior.refit_samples",
     "prior.refit_noise",
+    "prior.refit_check",
+    "prior.refit_patience",
     "train.iters",
     "train.batch_size",
     "train.lr",
@@ -122,6 +124,11 @@ def validate(
         raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if not 0 <= cfg.prior.refit_holdout < 1:
+        raise LatentEBMError(
+            "config field 'prior.refit_holdout' is the fraction of the refit rows held out and "
+            f"must lie in [0, 1) (0: no stopping rule), got {cfg.prior.refit_holdout!r}"
+        )
     if shape is not None:
         _check_arch(cfg, shape)
     _check_evaluations(cfg)

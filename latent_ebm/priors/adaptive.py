@@ -143,7 +143,13 @@ class AdaptivePrior(RatioPrior):
         between rows of ``z_q`` and samples of ``p_k = prod_{i<k} r_i N(0, I)`` (exact draws
         for ``k = 0``; then ``settings.noise`` samples of ``settings.chain_steps`` MALA steps
         from ``N(0, I)``, :func:`latent_ebm.langevin.mala`), for ``settings.steps / K``
-        updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss.
+        updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss;
+        :attr:`last_refit` holds each stage's :class:`~latent_ebm.priors.ratio.Fit`.
+
+        With ``settings.holdout > 0`` (``prior.refit_holdout``; beyond the paper) that
+        fraction of ``z_q``'s rows and of each stage's noise is held out, and each stage stops
+        by the held-out rule of :meth:`_fit`: ``settings.steps`` (or its share) is then a cap.
+        Stage 0's held-out noise is its own ``N(0, I)`` draws.
 
         With ``settings.sampler == "chain"`` (``prior.refit_sampler=chain``; beyond the paper)
         the noise of stage ``k`` is instead the test-time prior chain on ``p_k``: unadjusted
@@ -153,13 +159,19 @@ class AdaptivePrior(RatioPrior):
         it: its short chains, not its exact samples, approach ``z_q``."""
         stages = len(self.ratios)
         self.stage.fill_(stages)
-        losses = []
+        z_q, z_held = self.held_rows(z_q, settings)
+        n_held = round(settings.holdout * settings.noise)
+        self.last_refit = []
         for k in range(stages):
             g = rng.generator_for(settings.seed, rng.REFIT, k)
-            noise = None
+            noise, noise_held = None, z_held[:0]
             if k > 0:
                 z0 = torch.randn(settings.noise, self.nz, generator=g).to(z_q.device)
                 noise = self._refit_noise(z0, partial(self.log_prob_of_first, k), settings, g)
+                noise, noise_held = self.held_rows(noise, settings)
+            elif n_held:
+                g_held = rng.generator_for(settings.seed, rng.REFIT, k, 1)
+                noise_held = torch.randn(n_held, self.nz, generator=g_held).to(z_q.device)
 
             def loss(
                 g: torch.Generator, k: int = k, noise: torch.Tensor | None = noise
@@ -172,13 +184,17 @@ class AdaptivePrior(RatioPrior):
                 f = self.ratios[k]
                 return nce_loss(f(z_q[rows.to(z_q.device)]), f(z_p))
 
+            held = None
+            if len(z_held) and len(noise_held):
+                held = partial(_held_loss, self.ratios[k], z_held, noise_held)
             steps = settings.steps
             if not settings.per_stage:
                 steps = settings.steps * (k + 1) // stages - settings.steps * k // stages
             part = dataclasses.replace(settings, steps=steps)
-            losses.append(self._fit([k], loss, part, g, f"refit stage {k}", progress))
+            fit = self._fit([k], loss, part, g, f"refit stage {k}", progress, held)
+            self.last_refit.append(fit)
         self._freeze()
-        return losses
+        return [fit.loss for fit in self.last_refit]
 
     @staticmethod
     def _refit_noise(
@@ -199,6 +215,11 @@ class AdaptivePrior(RatioPrior):
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._freeze()
+
+
+def _held_loss(f: torch.nn.Module, z_q: torch.Tensor, z_p: torch.Tensor) -> torch.Tensor:
+    """:func:`nce_loss` of the ratio ``f`` between held-out rows ``z_q`` and noise ``z_p``."""
+    return nce_loss(f(z_q), f(z_p))
 
 
 class NCEPrior(AdaptivePrior):

@@ -61,6 +61,10 @@ class Refit:
         step_size: the chains' (initial) step size.
         noise: how many samples of ``p_k`` each adaptive stage draws.
         seed: seeds every number the refit draws.
+        holdout: the fraction of the rows (and of each adaptive stage's noise) held out for
+            the stopping rule (:meth:`~latent_ebm.priors.ratio.RatioPrior._fit`); 0: none.
+        check: updates between two measurements of the held-out loss.
+        patience: measurements without a new best after which a fit stops.
     """
 
     steps: int
@@ -73,6 +77,9 @@ class Refit:
     sampler: str = "mala"
     step_size: float = 0.1
     seed: int = 0
+    holdout: float = 0.0
+    check: int = 250
+    patience: int = 4
 
 
 def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:

@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from latent_ebm import rng
 from latent_ebm.nets import RatioNet, xavier_init
 from latent_ebm.priors.base import Prior, Refit, gaussian_log_prob
 
-__all__ = ["RatioPrior"]
+__all__ = ["Fit", "RatioPrior", "hold_out"]
+
+_HOLDOUT = 1 << 20  # the sub-stream of rng.REFIT that chooses the held-out rows
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What one fit of :meth:`RatioPrior._fit` did.
+
+    Arguments:
+        loss: the training loss of its last update.
+        updates: the updates of the weights it kept: all it ran, or, with the held-out
+            stopping rule, those of its best measurement.
+        held: the held-out loss of the weights it kept (``None`` without a held-out set).
+    """
+
+    loss: float
+    updates: int
+    held: float | None = None
+
+
+def hold_out(
+    x: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x``'s rows split at random into ``(fit, held)``, ``held`` holding ``round(fraction *
+    len(x))`` of them (none when ``fraction`` is 0: then ``fit`` is ``x`` itself)."""
+    n = round(fraction * len(x))
+    if n == 0:
+        return x, x[:0]
+    if n >= len(x):
+        raise ValueError(f"holding out {n} of {len(x)} rows leaves none to fit")
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    return x[order[n:]], x[order[:n]]
 
 
 class RatioPrior(Prior):
@@ -34,6 +69,14 @@ class RatioPrior(Prior):
     def __init__(self, nz: int, stages: int, hidden: int) -> None:
         super().__init__(nz)
         self.ratios = nn.ModuleList(RatioNet(nz, hidden) for _ in range(stages))
+        self.last_refit: list[Fit] = []  # each fit of the last refit, in order (not saved)
+
+    @staticmethod
+    def held_rows(z_q: torch.Tensor, settings: Refit) -> tuple[torch.Tensor, torch.Tensor]:
+        """The refit rows ``z_q`` split into ``(fit, held)`` by :func:`hold_out` with
+        ``settings.holdout``, seeded by ``settings.seed``."""
+        g = rng.generator_for(settings.seed, rng.REFIT, _HOLDOUT)
+        return hold_out(z_q, settings.holdout, g)
 
     @property
     def ratios_in_prior(self) -> int:
@@ -59,9 +102,15 @@ class RatioPrior(Prior):
         generator: torch.Generator,
         desc: str,
         progress: bool,
-    ) -> float:
+        held: Callable[[], torch.Tensor] | None = None,
+    ) -> Fit:
         """Refit helper: re-initialise the ratios ``ratios`` (Xavier, seeded by ``generator``),
-        then ``settings.steps`` Adam updates of them on ``loss(generator)``; the last loss."""
+        then up to ``settings.steps`` Adam updates of them on ``loss(generator)``.
+
+        With ``held`` (the loss on held-out rows), the held-out stopping rule: ``held()`` is
+        measured every ``settings.check`` updates and after the last; the fit stops after
+        ``settings.patience`` measurements without a new lowest value, and the ratios return
+        to the weights of the lowest. A NaN measurement counts as no improvement."""
         nets = [self.ratios[i] for i in ratios]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
@@ -71,13 +120,30 @@ class RatioPrior(Prior):
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas)
-        value = float("nan")
-        for _ in tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False):
+        value, kept, best, since, state = float("nan"), settings.steps, math.inf, 0, None
+        bar = tqdm(range(1, settings.steps + 1), desc=desc, disable=not progress, leave=False)
+        for step in bar:
             out = loss(generator)
             opt.zero_grad(set_to_none=True)
             out.backward()
             opt.step()
             value = out.item()
+            if held is None or (step % settings.check and step != settings.steps):
+                continue
+            with torch.no_grad():
+                h = held().item()
+            if h < best:
+                best, kept, since = h, step, 0
+                state = [p.detach().clone() for p in params]
+            else:
+                since += 1
+                if since >= settings.patience:
+                    break
+        bar.close()
+        if state is not None:
+            with torch.no_grad():
+                for p, saved in zip(params, state, strict=True):
+                    p.copy_(saved)
         for p in params:
             p.requires_grad_(False)
-        return value
+        return Fit(value, kept, None if held is None else best)

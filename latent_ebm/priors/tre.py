@@ -103,17 +103,32 @@ class TREPrior(RatioPrior):
     def refit(self, z_q: torch.Tensor, settings: Refit, progress: bool = False) -> list[float]:
         """:meth:`train_step`'s waymark losses, post hoc, on the final aggregate posterior
         ``z_q`` (ARCHITECTURE §4): every ratio re-initialised, then ``settings.steps`` updates
-        of all of them together. Returns each ratio's last NCE loss."""
+        of all of them together. Returns each ratio's last NCE loss. With ``settings.holdout >
+        0`` the held-out stopping rule of :meth:`_fit` (the sum of the waymark losses on held-out
+        rows of ``z_q`` paired with fixed ``N(0, I)`` draws) ends the fit;
+        :attr:`last_refit` holds its :class:`~latent_ebm.priors.ratio.Fit`."""
         g = rng.generator_for(settings.seed, rng.REFIT, 0)
+        z_q, z_held = self.held_rows(z_q, settings)
         last: list[torch.Tensor] = []
+
+        def waymark_losses(z_p: torch.Tensor, z: torch.Tensor) -> list[torch.Tensor]:
+            w = tre_waymarks(z_p, z, len(self.ratios))
+            return [nce_loss(f(w[j + 1]), f(w[j])) for j, f in enumerate(self.ratios)]
 
         def loss(g: torch.Generator) -> torch.Tensor:
             rows = torch.randint(len(z_q), (settings.batch,), generator=g)
             z_p = torch.randn(settings.batch, self.nz, generator=g).to(z_q.device)
-            w = tre_waymarks(z_p, z_q[rows.to(z_q.device)], len(self.ratios))
-            losses = [nce_loss(f(w[j + 1]), f(w[j])) for j, f in enumerate(self.ratios)]
-            last[:] = losses
-            return torch.stack(losses).sum()
+            last[:] = waymark_losses(z_p, z_q[rows.to(z_q.device)])
+            return torch.stack(last).sum()
 
-        self._fit(range(len(self.ratios)), loss, settings, g, "refit", progress)
+        held = None
+        if len(z_held):
+            g_held = rng.generator_for(settings.seed, rng.REFIT, 0, 1)
+            p_held = torch.randn(z_held.shape, generator=g_held).to(z_q.device)
+
+            def held() -> torch.Tensor:
+                return torch.stack(waymark_losses(p_held, z_held)).sum()
+
+        fit = self._fit(range(len(self.ratios)), loss, settings, g, "refit", progress, held)
+        self.last_refit = [fit]
         return [v.item() for v in last]
