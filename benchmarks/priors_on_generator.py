@@ -132,7 +132,7 @@ def paired(a: list[float], b: list[float]) -> tuple[Summary, str]:
     return s, beats(s, Summary(0.0, 0.0, s.n))
 
 
-def _prior_path(out: Path, run: str, label: str) -> Path:
+def prior_path(out: Path, run: str, label: str) -> Path:
     """Where the refitted prior of ``label`` on ``run`` is kept (its state dict)."""
     return out / "priors" / Path(run).name / (label.replace("/", "_") + ".pt")
 
@@ -145,7 +145,7 @@ def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple
     cfg, model, _ = load_run(run)
     cfg = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, sets)))
     model.prior = build_prior(cfg).to(model.device)
-    path = _prior_path(out, run, label)
+    path = prior_path(out, run, label)
     if path.exists():
         model.prior.load_state_dict(load_weights(path))
         return cfg, model, {}

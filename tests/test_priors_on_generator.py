@@ -10,10 +10,12 @@ import pytest
 from latent_ebm.config import apply_overrides, resolve_config, validate
 from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.classifier import classifier_features
+from latent_ebm.files import load_weights
 from latent_ebm.priors import build_prior
 from latent_ebm.priors.adaptive import AdaptivePrior
-from latent_ebm.refit import refit_rows, refit_settings
+from latent_ebm.refit import aggregate_posterior, refit_rows, refit_settings
 from latent_ebm.rundir import load_data, load_run
+from latent_ebm.sampling import sample_latents
 from latent_ebm.train import train
 from tests.conftest import TINY, load_script
 
@@ -125,6 +127,21 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     )
     assert again[(runs[1], "adaptive-K2")]["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
     assert "| 9 steps | ratio to FID |" in (out / "priors_on_generator.md").read_text()
+
+    # benchmarks/memorisation.py on the kept priors: the ratio recomputed by the library.
+    memo = load_script("memorisation")
+    assert memo.main([str(out), "--priors", "adaptive-K2", "--runs", *runs, "--n", "50"]) == 0
+    got = json.loads((out / "memorisation.json").read_text())["adaptive-K2"][1]
+    _, model, _ = load_run(runs[1])  # the unseen rows: the run's own chain, under its prior
+    unseen = aggregate_posterior(
+        model, data.test_x, len(z_q), cfg.train.post_steps, cfg.train.post_step_size, seed=1
+    )
+    model.prior = build_prior(adaptive)
+    model.prior.load_state_dict(load_weights(pog.prior_path(out, runs[1], "adaptive-K2")))
+    z = sample_latents(model, 50, steps=cfg.sample.steps, step_size=cfg.sample.step_size, seed=1)
+    assert got["ratio"] == pytest.approx(memo.memorisation(z, z_q, unseen)["ratio"], rel=1e-6)
+    assert got["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
+    assert "| adaptive-K2 | 2 |" in (out / "memorisation.md").read_text()
 
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):
