@@ -143,6 +143,20 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     assert got["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
     assert "| adaptive-K2 | 2 |" in (out / "memorisation.md").read_text()
 
+    # benchmarks/sharpening.py: beta 1 scores the kept prior as the table did; a rerun resumes.
+    sharp = load_script("sharpening")
+    sargs = [str(out), "--priors", "adaptive-K2", "--scales", "1", "3", "--runs", *runs]
+    assert sharp.main([*sargs, "--fid-n", "100"]) == 0
+    rows = [json.loads(x) for x in (out / "sharpening.jsonl").read_text().splitlines()]
+    got = {(r["run"], r["beta"]): r for r in rows}
+    for run in runs:
+        assert got[(run, 1.0)]["fid"] == pytest.approx(by[(run, "adaptive-K2")]["fid"], rel=1e-6)
+        assert got[(run, 3.0)]["spread"] == pytest.approx(3 * got[(run, 1.0)]["spread"], rel=1e-4)
+    with monkeypatch.context() as m:
+        m.setattr(sharp, "fid", lambda *a, **k: pytest.fail("scored again"))
+        assert sharp.main([*sargs, "--fid-n", "100"]) == 0
+    assert "| adaptive-K2 | 3 | 2 |" in (out / "sharpening.md").read_text()
+
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):
     assert [pog.stages_of(x) for x in ["gaussian", "nce/4k", "tre-K2", "adaptive-K8/ps"]] == [
