@@ -19,23 +19,19 @@ distances and the ratio, mean ± SE over the runs; ``OUT/memorisation.json`` has
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from latent_ebm.config import apply_overrides, validate
 from latent_ebm.experiments.stats import summarize
-from latent_ebm.files import load_weights
-from latent_ebm.priors import build_prior
 from latent_ebm.refit import aggregate_posterior, own_chain, refit_rows
 from latent_ebm.rundir import load_data, load_run
 from latent_ebm.sampling import sample_latents
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import prior_path, prior_settings
+from priors_on_generator import load_kept
 
 _UNSEEN_SEED = 1  # the seed of the test images' posterior chains (the refit rows use 0)
 
@@ -85,13 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             amortised=start == "amortised",
         )
         for label in a.priors:
-            path = prior_path(a.out, run, label)
-            if not path.exists():
-                raise SystemExit(f"error: no refitted prior {label} of {run} in {a.out}")
-            c = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, [])))
-            prior = build_prior(c).to(model.device)
-            prior.load_state_dict(load_weights(path))
-            model.prior = prior
+            model.prior = load_kept(a.out, run, label, cfg).to(model.device)
             z = sample_latents(
                 model,
                 a.n,

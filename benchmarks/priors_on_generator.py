@@ -137,6 +137,20 @@ def prior_path(out: Path, run: str, label: str) -> Path:
     return out / "priors" / Path(run).name / (label.replace("/", "_") + ".pt")
 
 
+def load_kept(out: Path, run: str, label: str, cfg: Any) -> Any:
+    """The prior ``label`` that an earlier call kept for ``run`` in ``out``, built from the
+    run's config ``cfg`` (its kind and stages from the label)."""
+    path = prior_path(out, run, label)
+    if not path.exists():
+        raise SystemExit(
+            f"error: no refitted prior {label} of {run} in {out}: run this script first"
+        )
+    c = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, [])))
+    prior = build_prior(c)
+    prior.load_state_dict(load_weights(path))
+    return prior
+
+
 def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple[Any, Any, dict]:
     """The run's model and config with the prior ``label``: loaded from ``out`` if it was
     refitted before, else refitted on ``z_q`` (and kept). The dict: the refit's losses and

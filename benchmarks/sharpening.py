@@ -28,19 +28,16 @@ from pathlib import Path
 
 import torch
 
-from latent_ebm.config import apply_overrides, validate
 from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.stats import summarize
-from latent_ebm.files import load_weights
-from latent_ebm.priors import build_prior
 from latent_ebm.priors.base import gaussian_log_prob
 from latent_ebm.refit import refit_rows
 from latent_ebm.rundir import load_data, load_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import prior_path, prior_settings
+from priors_on_generator import load_kept
 
 
 def scale_ratios(prior: torch.nn.Module, beta: float) -> torch.nn.Module:
@@ -92,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.update(x=data.train_x, ext=ext, ref=reference_stats(data.train_x, ext, 500, True))
         z_q = refit_rows(model, ctx["x"], cfg, progress=True)
         for label, beta in todo:
-            c = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, [])))
-            prior = build_prior(c).to(model.device)
-            prior.load_state_dict(load_weights(prior_path(a.out, run, label)))
+            prior = load_kept(a.out, run, label, cfg).to(model.device)
             model.prior = scale_ratios(prior, beta)
             score = fid(
                 model,
