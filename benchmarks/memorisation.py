@@ -31,7 +31,7 @@ from latent_ebm.rundir import load_data, load_run
 from latent_ebm.sampling import sample_latents
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import load_kept
+from priors_on_generator import load_kept, script_command
 
 _UNSEEN_SEED = 1  # the seed of the test images' posterior chains (the refit rows use 0)
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[label].append(m)
             print(f"{run} {label}: ratio {m['ratio']:.3f}", file=sys.stderr)
     lines = [
-        "Command: `python benchmarks/memorisation.py " + " ".join(argv or sys.argv[1:]) + "`",
+        f"Command: `{script_command(__file__, argv)}`",
         "",
         "| prior | n | FID | to a fitted row | to an unseen row | ratio |",
         "|---|---|---|---|---|---|",

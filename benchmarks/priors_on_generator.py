@@ -62,6 +62,12 @@ from latent_ebm.refit import refit_rows, refit_settings
 from latent_ebm.rundir import CONFIG, load_data, load_run
 
 
+def script_command(script: str, argv: list[str] | None) -> str:
+    """The command line that ran the benchmark ``script`` (its ``__file__``) with ``argv``
+    (``None``: this process's arguments), as the tables record it."""
+    return f"python benchmarks/{Path(script).name} " + " ".join(argv or sys.argv[1:])
+
+
 def parse_label(label: str) -> tuple[str, int | None]:
     """The prior kind and stages of ``label`` (``kind``, ``kind-K<k>``, ``.../tag``); stages
     ``None`` without ``-K``."""
@@ -331,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run} {label}: FID {old['fid']:.2f}", file=sys.stderr)
     scored = [r for r in results.values() if r["label"] in a.priors and r["run"] in a.runs]
     ceilings = {r["run"]: r["ceiling"] for r in results.values() if r["label"] is None}
-    command = "python benchmarks/priors_on_generator.py " + " ".join(argv or sys.argv[1:])
+    command = script_command(__file__, argv)
     extra = [f"fid{s}" for s in a.steps]
     md = [f"Command: `{command}`", "", *table(scored, a.priors, a.runs, ceilings, extra)]
     (a.out / "priors_on_generator.md").write_text("\n".join(md) + "\n")

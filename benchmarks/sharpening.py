@@ -37,7 +37,7 @@ from latent_ebm.refit import refit_rows
 from latent_ebm.rundir import load_data, load_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import load_kept
+from priors_on_generator import load_kept, script_command
 
 
 def scale_ratios(prior: torch.nn.Module, beta: float) -> torch.nn.Module:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps(r) + "\n")
             print(f"{run} {label} x{beta}: FID {score:.2f}", file=sys.stderr)
     lines = [
-        "Command: `python benchmarks/sharpening.py " + " ".join(argv or sys.argv[1:]) + "`",
+        f"Command: `{script_command(__file__, argv)}`",
         "",
         "| prior | beta | n | FID | spread of the log-ratio over q |",
         "|---|---|---|---|---|",
