@@ -15,7 +15,8 @@ density becomes ``N(0, I) * r(z)^beta``. Then it scores the FID of the same chai
 ``beta = 1`` gives back the FID that ``priors_on_generator`` recorded. It also reports the
 spread of each prior's log-ratio over the fitted rows (its standard deviation): how sharp the
 prior is. If sharpening explains the gain, a short fit scaled by some ``beta`` reaches the
-FID of the long fit. Resumable (``OUT/sharpening.jsonl``); writes ``OUT/sharpening.md``.
+FID of the long fit. Resumable (``OUT/sharpening.jsonl``); writes ``OUT/sharpening.md``
+(``--table``: only that, from what is done).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", nargs="+", type=float, required=True, metavar="BETA")
     ap.add_argument("--runs", nargs="+", required=True, help="the generators' run directories")
     ap.add_argument("--fid-n", type=int, default=5000)
+    ap.add_argument("--table", action="store_true", help="only write the table of what is done")
     a = ap.parse_args(argv)
     path = a.out / "sharpening.jsonl"
     done = {}
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             (label, beta)
             for label in a.priors
             for beta in a.scales
-            if (run, label, beta) not in done
+            if (run, label, beta) not in done and not a.table
         ]
         if not todo:
             continue

@@ -155,7 +155,11 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(sharp, "fid", lambda *a, **k: pytest.fail("scored again"))
         assert sharp.main([*sargs, "--fid-n", "100"]) == 0
-    assert "| adaptive-K2 | 3 | 2 |" in (out / "sharpening.md").read_text()
+        assert "| adaptive-K2 | 3 | 2 |" in (out / "sharpening.md").read_text()
+        table = [str(out), "--priors", "adaptive-K2", "--scales", "1", "7", "--runs", *runs]
+        assert sharp.main([*table, "--table"]) == 0  # beta 7 is not done: left out, not scored
+    md = (out / "sharpening.md").read_text()
+    assert "| adaptive-K2 | 1 | 2 |" in md and "| adaptive-K2 | 7 |" not in md
 
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):
