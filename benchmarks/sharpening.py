@@ -6,8 +6,9 @@ the longer fit only makes the log-ratio steeper, which pulls the short chain har
 ``q``'s modes, as a lower temperature would. This script tests that reading on the priors that
 ``benchmarks/priors_on_generator.py`` kept in ``OUT``. It multiplies a prior's whole learned
 log-ratio ``sum_i f_i`` by ``beta`` (the last layer of every ratio network, scaled), so the
-density becomes ``N(0, I) * r(z)^beta``. Then it scores the FID of the same chain as
-``priors_on_generator``:
+density becomes ``N(0, I) * r(z)^beta`` (:meth:`latent_ebm.priors.Prior.sharpened`, as
+``latent-ebm sample --sharpen`` and ``eval --sharpen`` sample it). Then it scores the FID of
+the same chain as ``priors_on_generator``:
 
     python benchmarks/sharpening.py runs/pog-fm --priors nce/4k nce/h --scales 1 1.5 2 \\
         --runs runs/fm-cpu/runs/nce{,-seed1,-seed2}
@@ -22,7 +23,6 @@ FID of the long fit. Resumable (``OUT/sharpening.jsonl``); writes ``OUT/sharpeni
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -39,18 +39,6 @@ from latent_ebm.rundir import load_data, load_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from priors_on_generator import load_kept, script_command
-
-
-def scale_ratios(prior: torch.nn.Module, beta: float) -> torch.nn.Module:
-    """A copy of the ratio prior ``prior`` whose every log-ratio ``f_i`` is ``beta * f_i``:
-    the last linear layer of each ratio network, weight and bias, times ``beta``."""
-    out = copy.deepcopy(prior)
-    with torch.no_grad():
-        for r in out.ratios:
-            last = r.net[-1]
-            last.weight.mul_(beta)
-            last.bias.mul_(beta)
-    return out
 
 
 def spread(prior: torch.nn.Module, z: torch.Tensor) -> float:
@@ -92,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         z_q = refit_rows(model, ctx["x"], cfg, progress=True)
         for label, beta in todo:
             prior = load_kept(a.out, run, label, cfg).to(model.device)
-            model.prior = scale_ratios(prior, beta)
+            model.prior = prior.sharpened(beta)
             score = fid(
                 model,
                 ctx["x"],

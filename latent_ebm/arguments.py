@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="prior-chain steps (default: the run's sample.steps)")
     s.add_argument("--step-size", type=float, help="prior-chain step size (sample.step_size)")
     s.add_argument("--proposals", type=int, default=10, help="SIR proposals per sample (M)")
+    s.add_argument(
+        "--sharpen",
+        type=float,
+        default=1.0,
+        metavar="BETA",
+        help="sample N(0, I) r(z)^BETA: the prior's learned part times BETA (1: as learned; "
+        "above 1: sharper, beyond the paper)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--out", type=Path, help="output prefix (default RUN/samples/<method>[-best])")
     _add_checkpoint(s)
@@ -153,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "of the aggregate posterior (the ceiling of the run's prior samples)",
     )
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
+    e.add_argument(
+        "--sharpen",
+        type=float,
+        default=1.0,
+        metavar="BETA",
+        help="fid: score the prior with its learned part times BETA (report fid-sharpen<BETA>)",
+    )
     e.add_argument("--steps", type=int, help="chain steps (default: from the run's config)")
     e.add_argument("--step-size", type=float, help="chain step size (default: from the config)")
     e.add_argument(

@@ -16,16 +16,34 @@ model and seed give the same images.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
 from latent_ebm import rng
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
 
-__all__ = ["METHODS", "sample_latents", "sir_weights"]
+__all__ = ["METHODS", "check_sharpen", "sample_latents", "sir_weights"]
 
 METHODS = ("langevin", "mala", "sir")
+
+
+def check_sharpen(beta: float) -> None:
+    """``--sharpen``: a positive, finite factor of the prior's learned log-density
+    (:meth:`latent_ebm.priors.Prior.sharpened`).
+
+    Raises:
+        LatentEBMError: anything else.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, int | float):
+        raise LatentEBMError(f"--sharpen must be a number, got {beta!r}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise LatentEBMError(
+            f"--sharpen must be positive (1: the learned prior; above 1: sharper), got {beta}"
+        )
 
 
 def sir_weights(model: LatentEBM, z: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
-from latent_ebm.sampling import METHODS
+from latent_ebm.sampling import METHODS, check_sharpen
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
 
@@ -307,6 +307,7 @@ def evaluate_run(
     progress: bool = True,
     name: str | None = None,
     checkpoint: str = "last",
+    sharpen: float = 1.0,
 ) -> dict[str, Any]:
     """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
     (``name`` defaults to the metric; e.g. ``fid500`` keeps a 500-step FID beside ``fid``).
@@ -320,8 +321,10 @@ def evaluate_run(
     ``train.post_init=amortised``; its steps default to the run's ``train.warm_steps``, its
     report's name to ``<metric>-amortised``); ``n``, ``features``, ``weights``, ``method`` and
     ``proposals`` apply to ``fid``, ``last`` and ``holdout`` (a check of the run's held-out
-    class) to ``anomaly``. Returns the report: metric, run, iteration, value, split,
-    settings (and features for ``fid``), wall time.
+    class) to ``anomaly``. ``sharpen`` (``fid`` of prior samples only; beyond the paper)
+    scores the prior :meth:`~latent_ebm.priors.Prior.sharpened` by that factor; the report
+    records it, and its name defaults to ``fid-sharpen<beta>``. Returns the report: metric,
+    run, iteration, value, split, settings (and features for ``fid``), wall time.
 
     Every argument is checked before any work (each message names the command-line option);
     the run is read by :func:`latent_ebm.rundir.load_run` (its ``config.yaml`` validated, the
@@ -343,10 +346,14 @@ def evaluate_run(
     check_checkpoint(checkpoint)
     if metric == "anomaly" and checkpoint != "last":
         raise LatentEBMError("--checkpoint applies to recon and fid; anomaly reads the snapshots")
+    check_sharpen(sharpen)
+    if sharpen != 1 and (metric != "fid" or method == "aggregate"):
+        raise LatentEBMError("--sharpen applies to --metric fid of langevin, mala or sir samples")
     run_dir = Path(run_dir)
     dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
     cfg, model, state = load_run(run_dir, dev, checkpoint=checkpoint)
+    model.prior = model.prior.sharpened(sharpen)
     if start == "amortised" and model.amortiser is None:
         raise LatentEBMError(
             f"{run_dir} was trained without an amortiser (train.post_init="
@@ -382,9 +389,12 @@ def evaluate_run(
     }
     if checkpoint != "last":
         report["checkpoint"] = checkpoint
+    if sharpen != 1:
+        report["sharpen"] = sharpen
     report.update(METRICS[metric](request))
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
     default = metric + ("" if start == "noise" else f"-{start}")
     default += "" if checkpoint == "last" else f"-{checkpoint}"
+    default += "" if sharpen == 1 else f"-sharpen{sharpen:g}"
     path = write_report(run_dir, name or default, report)
     return {**report, "path": str(path)}

@@ -35,7 +35,7 @@ from latent_ebm.files import write_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
 from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics, split_metrics
-from latent_ebm.sampling import METHODS, sample_latents
+from latent_ebm.sampling import METHODS, check_sharpen, sample_latents
 
 __all__ = [
     "check_checkpoint",
@@ -251,6 +251,7 @@ def sample_run(
     out: str | Path | None = None,
     progress: bool = True,
     checkpoint: str = "last",
+    sharpen: float = 1.0,
 ) -> tuple[Path, Path]:
     """Sample ``n`` images of a trained run; write them as a PNG grid and an ``.npz``.
 
@@ -259,7 +260,9 @@ def sample_run(
     importance resampling of ``proposals`` draws each), images ``g(z)``. The files are
     ``out.png`` and ``out.npz`` (``images``: ``uint8`` ``(n, C, H, W)``, ``z``: ``(n, nz)``),
     ``out`` by default ``RUN/samples/<method>`` (``<method>-best`` for ``checkpoint`` ``best``:
-    the model of ``best.pt``, :func:`latent_ebm.rundir.checkpoint_file`).
+    the model of ``best.pt``, :func:`latent_ebm.rundir.checkpoint_file`; ``-sharpen<beta>``
+    added for ``sharpen`` other than 1). ``sharpen``: sample the prior
+    :meth:`~latent_ebm.priors.Prior.sharpened` by that factor (beyond the paper).
 
     Returns:
         The paths of the PNG grid and of the ``.npz``.
@@ -269,8 +272,8 @@ def sample_run(
 
     Raises:
         LatentEBMError: unknown method, ``n`` or ``proposals`` below 1, ``steps`` below 0,
-            ``step_size`` not positive, a bad seed, an ``out`` that cannot be written, no such
-            run (or a bad config or checkpoint), a full disk.
+            ``step_size`` or ``sharpen`` not positive, a bad seed, an ``out`` that cannot be
+            written, no such run (or a bad config or checkpoint), a full disk.
     """
     if method not in METHODS:
         raise LatentEBMError(f"unknown --method '{method}' (choose from {', '.join(METHODS)})")
@@ -283,11 +286,14 @@ def sample_run(
     check_seed(seed, "--seed")
     run_dir = Path(run_dir)
     check_checkpoint(checkpoint)
+    check_sharpen(sharpen)
     suffix = "" if checkpoint == "last" else f"-{checkpoint}"
+    suffix += "" if sharpen == 1 else f"-sharpen{sharpen:g}"
     prefix = Path(out) if out is not None else run_dir / "samples" / f"{method}{suffix}"
     if out is not None:
         check_creatable(prefix.parent, "--out")
     cfg, model, _ = load_run(run_dir, checkpoint=checkpoint)
+    model.prior = model.prior.sharpened(sharpen)
     z = sample_latents(
         model,
         n,

@@ -4,6 +4,8 @@ density (ARCHITECTURE §4)."""
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ from torch import nn
 from latent_ebm import rng
 from latent_ebm.langevin import langevin
 from latent_ebm.memory import MemoryBank
+from latent_ebm.nets import RatioNet
 from latent_ebm.rng import Streams
 
 if TYPE_CHECKING:  # config imports the priors' registry: no import back at runtime
@@ -160,6 +163,27 @@ class Prior(nn.Module):
         if not self.needs_chain:
             return (z0, z0[None]) if trajectory else z0
         return langevin(z0, self.log_prob, steps, step_size, randn=randn, trajectory=trajectory)
+
+    def sharpened(self, beta: float) -> Prior:
+        """A copy of the prior whose learned log-density relative to ``N(0, I)`` is ``beta``
+        times this one's: ``N(0, I) r(z)^beta`` for the ratio priors, ``exp(beta f(z)) N(0, I)``
+        for ``lebm`` (the last layer of every learned network, weight and bias, times
+        ``beta``); the Gaussian prior's copy is the same density. ``beta > 1`` sharpens the
+        prior, much as a lower temperature would (beyond the paper; ``sample --sharpen``,
+        ``eval --sharpen``; RESULTS, "Sharpening").
+
+        Raises:
+            ValueError: ``beta`` not positive and finite.
+        """
+        if not (beta > 0 and math.isfinite(beta)):
+            raise ValueError(f"sharpening must be positive and finite, got {beta!r}")
+        out = copy.deepcopy(self)
+        with torch.no_grad():
+            for net in out.modules():
+                if isinstance(net, RatioNet):
+                    net.net[-1].weight.mul_(beta)
+                    net.net[-1].bias.mul_(beta)
+        return out
 
     def optimizer_state(self) -> list[dict[str, Any]]:
         """State of the prior's optimisers (for checkpoints)."""
