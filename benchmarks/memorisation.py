@@ -31,7 +31,7 @@ from latent_ebm.rundir import load_data, load_run
 from latent_ebm.sampling import sample_latents
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import load_kept, script_command
+from priors_on_generator import load_kept, read_results, script_command
 
 _UNSEEN_SEED = 1  # the seed of the test images' posterior chains (the refit rows use 0)
 
@@ -59,12 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", required=True, help="the generators' run directories")
     ap.add_argument("--n", type=int, default=5000, help="chain samples per prior")
     a = ap.parse_args(argv)
-    fids = {}
-    results_path = a.out / "results.jsonl"
-    if results_path.exists():
-        for line in results_path.read_text().splitlines():
-            r = json.loads(line)
-            fids[(r["run"], r["label"])] = r.get("fid")
+    results = read_results(a.out)
     rows: dict[str, list[dict]] = {label: [] for label in a.priors}
     for run in a.runs:
         cfg, model, _ = load_run(run)
@@ -89,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 step_size=cfg.sample.step_size,
                 seed=cfg.train.seed,
             )
-            m = memorisation(z, fitted, unseen) | {"run": run, "fid": fids.get((run, label))}
+            m = memorisation(z, fitted, unseen) | {
+                "run": run,
+                "fid": results.get((run, label), {}).get("fid"),
+            }
             rows[label].append(m)
             print(f"{run} {label}: ratio {m['ratio']:.3f}", file=sys.stderr)
     lines = [

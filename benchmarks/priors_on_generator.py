@@ -187,7 +187,26 @@ def _key(steps: int, cfg: Any) -> str:
     return "fid" if steps == cfg.sample.steps else f"fid{steps}"
 
 
-def _scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[str, float]:
+def scoring_context(cfg: Any) -> dict[str, Any]:
+    """What every FID of the runs of one data set shares: the training images (``train_x``),
+    the classifier features (``ext``) and their reference statistics (``ref``)."""
+    data = load_data(cfg)
+    ext = classifier_features(data, progress=True)
+    return {
+        "train_x": data.train_x,
+        "ext": ext,
+        "ref": reference_stats(data.train_x, ext, 500, True),
+    }
+
+
+def read_results(out: Path) -> dict[tuple[str, str | None], dict]:
+    """``OUT/results.jsonl`` by (run, label); the label ``None`` holds the run's ceiling."""
+    path = out / "results.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {(r["run"], r["label"]): r for r in map(json.loads, lines)}
+
+
+def scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[str, float]:
     """FID of ``n`` samples of the test-time chain for each number of ``steps`` (keys
     :func:`_key`)."""
     out = {}
@@ -293,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: --curve {name}: {missing} not among --priors")
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "results.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    results: dict[tuple[str, str | None], dict] = {}
-    for line in lines:
-        r = json.loads(line)
-        results[(r["run"], r["label"])] = r
+    results = read_results(a.out)
 
     def save() -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
@@ -310,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if run not in z_qs:
             cfg, model, _ = load_run(run)
             if not ctx:
-                data = load_data(cfg)
-                ext = classifier_features(data, progress=True)
-                ref = reference_stats(data.train_x, ext, 500, True)
-                ctx.update(train_x=data.train_x, ext=ext, ref=ref)
+                ctx.update(scoring_context(cfg))
             z_qs[run] = refit_rows(model, ctx["train_x"], cfg, progress=True)
             if (run, None) not in results:
                 c = fid_at(model, z_qs[run], ctx["train_x"], ctx["ext"], reference=ctx["ref"])
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cfg, model, info = _fitted(run, label, a.set, z_q(run), a.out)
             old.update(info)
-            old.update(_scores(cfg, model, wanted, a.fid_n, ctx))
+            old.update(scores(cfg, model, wanted, a.fid_n, ctx))
             results[(run, label)] = old
             save()
             print(f"{run} {label}: FID {old['fid']:.2f}", file=sys.stderr)

@@ -29,16 +29,13 @@ from pathlib import Path
 
 import torch
 
-from latent_ebm.evaluation import fid
-from latent_ebm.evaluation.classifier import classifier_features
-from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.priors.base import gaussian_log_prob
 from latent_ebm.refit import refit_rows
-from latent_ebm.rundir import load_data, load_run
+from latent_ebm.rundir import load_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import load_kept, script_command
+from priors_on_generator import load_kept, scores, scoring_context, script_command
 
 
 def spread(prior: torch.nn.Module, z: torch.Tensor) -> float:
@@ -64,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             done[(r["run"], r["label"], r["beta"])] = r
     ctx: dict = {}
     for run in a.runs:
-        cfg, model, _ = load_run(run)
         todo = [
             (label, beta)
             for label in a.priors
@@ -73,25 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not todo:
             continue
+        cfg, model, _ = load_run(run)
         if not ctx:
-            data = load_data(cfg)
-            ext = classifier_features(data, progress=True)
-            ctx.update(x=data.train_x, ext=ext, ref=reference_stats(data.train_x, ext, 500, True))
-        z_q = refit_rows(model, ctx["x"], cfg, progress=True)
+            ctx.update(scoring_context(cfg))
+        z_q = refit_rows(model, ctx["train_x"], cfg, progress=True)
         for label, beta in todo:
             prior = load_kept(a.out, run, label, cfg).to(model.device)
             model.prior = prior.sharpened(beta)
-            score = fid(
-                model,
-                ctx["x"],
-                ctx["ext"],
-                n=a.fid_n,
-                seed=cfg.train.seed,
-                progress=True,
-                reference=ctx["ref"],
-                steps=cfg.sample.steps,
-                step_size=cfg.sample.step_size,
-            )
+            score = scores(cfg, model, [cfg.sample.steps], a.fid_n, ctx)["fid"]
             r = {
                 "run": run,
                 "label": label,

@@ -153,7 +153,8 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         assert got[(run, 1.0)]["fid"] == pytest.approx(by[(run, "adaptive-K2")]["fid"], rel=1e-6)
         assert got[(run, 3.0)]["spread"] == pytest.approx(3 * got[(run, 1.0)]["spread"], rel=1e-4)
     with monkeypatch.context() as m:
-        m.setattr(sharp, "fid", lambda *a, **k: pytest.fail("scored again"))
+        m.setattr(sharp, "scores", lambda *a, **k: pytest.fail("scored again"))
+        m.setattr(sharp, "load_run", lambda *a, **k: pytest.fail("loaded again"))
         assert sharp.main([*sargs, "--fid-n", "100"]) == 0
         assert "| adaptive-K2 | 3 | 2 |" in (out / "sharpening.md").read_text()
         table = [str(out), "--priors", "adaptive-K2", "--scales", "1", "7", "--runs", *runs]

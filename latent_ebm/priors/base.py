@@ -165,18 +165,20 @@ class Prior(nn.Module):
         return langevin(z0, self.log_prob, steps, step_size, randn=randn, trajectory=trajectory)
 
     def sharpened(self, beta: float) -> Prior:
-        """A copy of the prior whose learned log-density relative to ``N(0, I)`` is ``beta``
-        times this one's: ``N(0, I) r(z)^beta`` for the ratio priors, ``exp(beta f(z)) N(0, I)``
-        for ``lebm`` (the last layer of every learned network, weight and bias, times
-        ``beta``); the Gaussian prior's copy is the same density. ``beta > 1`` sharpens the
-        prior, much as a lower temperature would (beyond the paper; ``sample --sharpen``,
-        ``eval --sharpen``; RESULTS, "Sharpening").
+        """The prior whose learned log-density relative to ``N(0, I)`` is ``beta`` times this
+        one's: ``N(0, I) r(z)^beta`` for the ratio priors, ``exp(beta f(z)) N(0, I)`` for
+        ``lebm``. A copy, with the last layer of every learned network (weight and bias) times
+        ``beta``; this prior itself for ``beta = 1`` or with nothing learned (``gaussian``).
+        ``beta > 1`` sharpens the prior, much as a lower temperature would (beyond the paper;
+        ``sample --sharpen``, ``eval --sharpen``; RESULTS, "Sharpening").
 
         Raises:
             ValueError: ``beta`` not positive and finite.
         """
         if not (beta > 0 and math.isfinite(beta)):
             raise ValueError(f"sharpening must be positive and finite, got {beta!r}")
+        if beta == 1 or not any(isinstance(m, RatioNet) for m in self.modules()):
+            return self
         out = copy.deepcopy(self)
         with torch.no_grad():
             for net in out.modules():
