@@ -219,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only these models of the table, by run name (e.g. nce adaptive-K4); default all",
     )
+    r.add_argument(
+        "--sharpen",
+        type=float,
+        nargs="+",
+        default=(),
+        metavar="BETA",
+        help="FID also with every prior's learned log-density times BETA (beyond the paper); "
+        "with several seeds, a column at the BETA chosen for each seed on the other seeds",
+    )
     _add_set(
         r,
         "a setting for every model, e.g. prior.prior_samples=langevin, or for the models of "

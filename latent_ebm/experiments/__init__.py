@@ -26,6 +26,7 @@ from latent_ebm.experiments.benchmark import (
     format_comparison,
     format_report,
 )
+from latent_ebm.experiments.columns import format_cell
 from latent_ebm.experiments.comparison import Comparison, compare_runs
 from latent_ebm.experiments.cost import (
     Estimate,
@@ -44,7 +45,6 @@ from latent_ebm.experiments.tables import (
     SCALES,
     Experiment,
     ModelSpec,
-    format_cell,
     markdown_table,
 )
 from latent_ebm.experiments.timing import KERNEL_OPS, matmul_peak, outside_kernels

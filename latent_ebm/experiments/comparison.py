@@ -31,9 +31,9 @@ import numpy as np
 from latent_ebm.config import config_to_dict, load_config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation.plots import save_figure
+from latent_ebm.experiments.columns import COLUMNS
 from latent_ebm.experiments.reproduction import IGNORED_FIELDS
 from latent_ebm.experiments.stats import summarize
-from latent_ebm.experiments.tables import COLUMNS
 from latent_ebm.files import write_atomic
 from latent_ebm.rundir import CONFIG, EVAL, check_creatable, read_metrics, split_metrics
 

@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from latent_ebm.evaluation.plots import save_figure
+from latent_ebm.experiments.columns import column
 from latent_ebm.experiments.stats import summarize
-from latent_ebm.experiments.tables import COLUMNS
 
 __all__ = ["Points", "draw_stage_curves", "plot_stages", "points_of", "stage_curves"]
 
@@ -64,9 +64,9 @@ def plot_stages(results: dict[str, Any], columns: list[str], path: str | Path) -
     """
     names = {"adaptive": "adaptive", "tre": "TRE (non-adaptive)"}
     panels = []
-    for column in columns:
-        curves = stage_curves(results, column)
-        panels.append((COLUMNS[column].heading, {names[c]: p for c, p in curves.items()}))
+    for key in columns:
+        curves = stage_curves(results, key)
+        panels.append((column(key).heading, {names[c]: p for c, p in curves.items()}))
     seeds = results["seeds"]
     title = f"{results['title']} ({results['dataset']}, {_spread(len(seeds))})"
     return draw_stage_curves(panels, title, path)

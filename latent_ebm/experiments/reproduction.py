@@ -30,15 +30,16 @@ from typing import Any
 from latent_ebm.config import Config, config_to_dict, load_config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation import evaluate_run
+from latent_ebm.experiments.columns import (
+    SHARPENED,
+    choose_sharpening,
+    column,
+    format_cell,
+    sharpen_key,
+)
 from latent_ebm.experiments.figures import plot_stages
 from latent_ebm.experiments.plan import PlannedRun, check_choice, experiment_runs
-from latent_ebm.experiments.tables import (
-    COLUMNS,
-    EXPERIMENTS,
-    SCALES,
-    format_cell,
-    markdown_table,
-)
+from latent_ebm.experiments.tables import EXPERIMENTS, SCALES, markdown_table
 from latent_ebm.rundir import (
     CHECKPOINT,
     CONFIG,
@@ -47,6 +48,7 @@ from latent_ebm.rundir import (
     report_path,
     write_report,
 )
+from latent_ebm.sampling import check_sharpen
 from latent_ebm.train import train
 
 __all__ = ["Reproduction", "reproduce"]
@@ -107,27 +109,27 @@ def _train(
 
 def _evaluate(
     run_dir: Path,
-    column: str,
+    key: str,
     request: dict[str, Any],
     iteration: int,
     tag: str,
     echo: Callable[[str], None],
     progress: bool,
 ) -> dict[str, Any]:
-    """``evaluate_run`` of a column (:data:`~latent_ebm.experiments.tables.COLUMNS`) unless
-    ``eval/<column>.json`` already answers the same request."""
-    metric = COLUMNS[column].metric
-    path = report_path(run_dir, column)
+    """``evaluate_run`` of a column (:func:`~latent_ebm.experiments.columns.column`) unless
+    ``eval/<key>.json`` already answers the same request."""
+    metric = column(key).metric
+    path = report_path(run_dir, key)
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("request") == request and old.get("iteration") == iteration:
-            echo(f"{tag}: {column} = {format_cell(column, old)} (evaluated earlier)")
+            echo(f"{tag}: {key} = {format_cell(key, old)} (evaluated earlier)")
             return old
-    echo(f"{tag}: evaluating {column} ...")
-    report = evaluate_run(run_dir, metric, **request, progress=progress, name=column)
+    echo(f"{tag}: evaluating {key} ...")
+    report = evaluate_run(run_dir, metric, **request, progress=progress, name=key)
     report["request"] = request  # what reproduce asked for, to reuse the report on a rerun
-    write_report(run_dir, column, report)
-    echo(f"{tag}: {column} = {format_cell(column, report)}")
+    write_report(run_dir, key, report)
+    echo(f"{tag}: {key} = {format_cell(key, report)}")
     return report
 
 
@@ -145,6 +147,7 @@ def reproduce(
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     models: Sequence[str] | None = None,
+    sharpen: Sequence[float] = (),
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> Reproduction:
@@ -166,6 +169,10 @@ def reproduce(
         overrides: ``section.field=value`` settings for every model (:func:`experiment_runs`).
         models: only these models, by run name (default all); the table's claims that need a
             model left out are not tested.
+        sharpen: FID also at these sharpening factors of every prior's learned log-density
+            (beyond the paper; ``eval/fid-sharpen<beta>.json``), and, with several seeds, the
+            column ``fid-sharpened``: each seed's FID at the ``beta`` chosen on the model's
+            other seeds (:mod:`latent_ebm.experiments.columns`), with the claims on it.
         progress: tqdm bars while training and evaluating.
         echo: where the one-line progress messages go.
 
@@ -190,9 +197,12 @@ def reproduce(
         base["fid"] = {"n": fid_n, "features": features, "weights": w}
     elif fid_n is not None or weights is not None:
         raise LatentEBMError(f"--fid-n and --weights do not apply to '{experiment}' (no FID)")
+    betas = _sharpen_factors(sharpen, "fid" in exp.metrics)
     command = _command(
         experiment, out, dataset, scale, seeds, runs, base.get("fid"), data_dir, overrides, models
     )
+    if betas:
+        command += " --sharpen " + " ".join(f"{b:g}" for b in betas)
 
     out = Path(out)
     cfg = runs[0].cfg
@@ -210,10 +220,10 @@ def reproduce(
         run_dir = out / "runs" / run.name
         state = _train(run, run_dir, tag, progress, echo)
         reports = {}
-        for c in exp.columns:
-            col = COLUMNS[c]
+        for key in [*exp.columns, *map(sharpen_key, betas)]:
+            col = column(key)
             request = {**base[col.metric], **dict(col.request), "seed": run.cfg.train.seed}
-            reports[c] = _evaluate(run_dir, c, request, state["iteration"], tag, echo, progress)
+            reports[key] = _evaluate(run_dir, key, request, state["iteration"], tag, echo, progress)
         rows.append(
             {
                 "name": run.name,
@@ -240,9 +250,11 @@ def reproduce(
         "command": command,
         "overrides": list(overrides),
         "fid": base.get("fid"),
+        "sharpen": betas,
         "base_config": config_to_dict(cfg),
         "models": rows,
     }
+    choose_sharpening(rows, betas)
     markdown = markdown_table(results, exp)
     out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out / f"{experiment}.md", out / f"{experiment}.json"
@@ -250,8 +262,24 @@ def reproduce(
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     png = None
     if experiment in ("stages", "adaptive"):  # FID and recon against the number of stages
-        png = plot_stages(results, list(exp.columns), out / f"{experiment}.png")
+        shown = [*exp.columns, *([SHARPENED] if SHARPENED in rows[0]["reports"] else [])]
+        png = plot_stages(results, shown, out / f"{experiment}.png")
     return Reproduction(markdown, results, md_path, json_path, png)
+
+
+def _sharpen_factors(sharpen: Sequence[float], has_fid: bool) -> list[float]:
+    """The ``--sharpen`` factors, checked, sorted, without repeats or 1 (the ``fid`` column).
+
+    Raises:
+        LatentEBMError: a factor that is not a positive number, or an experiment without FID.
+    """
+    if not sharpen:
+        return []
+    if not has_fid:
+        raise LatentEBMError("--sharpen applies to the experiments with FID, not to 'anomaly'")
+    for beta in sharpen:
+        check_sharpen(beta)
+    return sorted({float(b) for b in sharpen} - {1.0})
 
 
 def _command(

@@ -21,18 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latent_ebm.experiments.columns import SHARPENED, column, format_cell, sharpen_key
 from latent_ebm.experiments.settings import describe_setting
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, no_worse, summarize, within
 
 __all__ = [
-    "COLUMNS",
     "EXPERIMENTS",
     "SCALES",
     "Claim",
-    "Column",
     "Experiment",
     "ModelSpec",
-    "format_cell",
     "markdown_table",
 ]
 
@@ -151,35 +149,6 @@ LEBM = ModelSpec(
 
 
 @dataclass(frozen=True)
-class Column:
-    """A column of a table: ``metric`` of :func:`latent_ebm.evaluation.evaluate_run` with the
-    keyword arguments ``request`` (e.g. 500 test-time steps), saved as ``eval/<key>.json``."""
-
-    key: str
-    metric: str
-    heading: str
-    digits: int
-    request: tuple[tuple[str, object], ...] = ()
-    lower_is_better: bool = True
-
-
-COLUMNS: dict[str, Column] = {
-    c.key: c
-    for c in (
-        Column("recon", "recon", "recon MSE (↓)", 4),
-        Column("fid", "fid", "FID (↓)", 2),
-        Column("fid500", "fid", "FID, 500 steps (↓)", 2, (("steps", 500),)),
-        Column("fid-sir", "fid", "FID, SIR (↓)", 2, (("method", "sir"),)),
-        Column("fid-mala", "fid", "FID, MALA (↓)", 2, (("method", "mala"), ("steps", 1000))),
-        # the generator at samples of the aggregate posterior: what a prior matching it exactly
-        # would give: the ceiling of the model's prior samples (ARCHITECTURE §7)
-        Column("fid-q", "fid", "FID at q, ceiling (↓)", 2, (("method", "aggregate"),)),
-        Column("anomaly", "anomaly", "AUPRC (↑)", 3, lower_is_better=False),
-    )
-}
-
-
-@dataclass(frozen=True)
 class Claim:
     """An ordering the paper claims: ``a`` beats (or is no worse than) ``b`` on ``column``;
     ``kind`` ``within``: ``a``'s ``column`` is within 10% of its ``b`` column (``b`` a column
@@ -192,11 +161,9 @@ class Claim:
 
     def text(self) -> str:
         if self.kind == "within":
-            return (
-                f"{self.a}: {COLUMNS[self.column].heading} within 10% of {COLUMNS[self.b].heading}"
-            )
+            return f"{self.a}: {column(self.column).heading} within 10% of {column(self.b).heading}"
         verb = "is no worse than" if self.kind == "no worse" else self.kind
-        return f"{self.a} {verb} {self.b} ({COLUMNS[self.column].heading})"
+        return f"{self.a} {verb} {self.b} ({column(self.column).heading})"
 
 
 @dataclass(frozen=True)
@@ -213,7 +180,7 @@ class Experiment:
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics its columns evaluate."""
-        return tuple(dict.fromkeys(COLUMNS[c].metric for c in self.columns))
+        return tuple(dict.fromkeys(column(c).metric for c in self.columns))
 
 
 _K4 = "adaptive K=4"
@@ -224,7 +191,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ("recon", "fid", "fid-mala"),
         tuple(
             Claim(a, b, c, "no worse")
-            for c in ("fid", "fid-mala")
+            for c in ("fid", "fid-mala", SHARPENED)
             for a, b in (("adaptive K=2", "nce"), (_K4, "adaptive K=2"))
         ),
     ),
@@ -234,7 +201,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ("recon", "fid", "fid-mala"),
         tuple(
             Claim(f"adaptive K={k}", f"tre K={k}", c)
-            for c in ("fid", "fid-mala")
+            for c in ("fid", "fid-mala", SHARPENED)
             for k in (2, 4, 8)
         ),
     ),
@@ -245,6 +212,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         (
             *(Claim(_K4, m.label, "fid") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
             *(Claim(_K4, m.label, "fid-mala") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
+            *(Claim(_K4, m.label, SHARPENED) for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
             *(Claim(_K4, m.label, "recon", "no worse") for m in (GAUSSIAN, NCE, _tre(4), LEBM)),
             *(
                 Claim(m.label, "fid", "fid500", "within")
@@ -262,13 +230,6 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def format_cell(column: str, report: dict[str, Any]) -> str:
-    """A report's value (``value ± std`` when it has a spread) at the column's precision."""
-    d = COLUMNS[column].digits
-    spread = f" ± {report['std']:.{d}f}" if "std" in report else ""
-    return f"{report['value']:.{d}f}{spread}"
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -281,24 +242,30 @@ def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, int | None], list[dic
     return groups
 
 
-def _cell(runs: list[dict[str, Any]], column: str) -> str:
-    """One seed: the report's value (with its spread over snapshots); several: mean ± SE."""
+def _cell(runs: list[dict[str, Any]], key: str) -> str:
+    """One seed: the report's value (with its spread over snapshots); several: mean ± SE;
+    ``-`` when a run has no such report."""
+    if any(key not in r["reports"] for r in runs):
+        return "-"
     if len(runs) == 1:
-        return format_cell(column, runs[0]["reports"][column])
-    values = [r["reports"][column]["value"] for r in runs]
-    return summarize(values).format(COLUMNS[column].digits)
+        return format_cell(key, runs[0]["reports"][key])
+    values = [r["reports"][key]["value"] for r in runs]
+    return summarize(values).format(column(key).digits)
 
 
 def _claim_rows(exp: Experiment, groups: dict[tuple[str, int | None], list]) -> list[str]:
     """One table row per claim (per held-out class in ``anomaly``): difference and verdict."""
     lines = ["| claim | difference (mean ± SE) | verdict |", "|---|---|---|"]
     for c in exp.claims:
-        col = COLUMNS[c.column]
+        col = column(c.column)
         for held in dict.fromkeys(h for _, h in groups):
             a = groups.get((c.a, held), [])
             b = groups.get((c.b, held), []) if c.kind != "within" else a
             if not a or not b:  # a model left out (reproduce --models): nothing to test
                 continue
+            needed = (c.column, c.b) if c.kind == "within" else (c.column,)
+            if any(k not in r["reports"] for r in a + b for k in needed):
+                continue  # a column not evaluated: fid-sharpened without reproduce --sharpen
             where = "" if held is None else f", held-out {held}"
             if c.kind == "within":
                 ratios = [r["reports"][c.column]["value"] / r["reports"][c.b]["value"] for r in a]
@@ -311,6 +278,31 @@ def _claim_rows(exp: Experiment, groups: dict[tuple[str, int | None], list]) -> 
             diff = Summary(sa.mean - sb.mean, (sa.se**2 + sb.se**2) ** 0.5, min(sa.n, sb.n))
             lines.append(f"| {c.text()}{where} | {diff.format(col.digits)} | {verdict} |")
     return lines
+
+
+def _sharpening_lines(betas: list[float], groups: dict[tuple[str, int | None], list]) -> list[str]:
+    """The table of ``reproduce --sharpen``: each model's FID at every ``beta``, and the
+    ``beta`` chosen for each seed on the other seeds (the column ``fid-sharpened``)."""
+    factors = sorted({1.0, *betas})
+    keys, heads = [sharpen_key(b) for b in factors], [f"FID at β {b:g}" for b in factors]
+    lines = [
+        "FID of the sharpened prior (beyond the paper, ARCHITECTURE §7): its learned "
+        "log-density times β, β 1 the learned prior. For each seed, the column "
+        f'"{column(SHARPENED).heading}" takes the β with the best mean FID over the model\'s '
+        "other seeds, listed here by seed.",
+        "",
+        "| model | " + " | ".join(heads) + " | β chosen, by seed |",
+        "|---" * (len(keys) + 2) + "|",
+    ]
+    for (label, _), runs in groups.items():
+        chosen = (
+            ", ".join(
+                f"{r['reports'][SHARPENED]['sharpen']:g}" for r in runs if SHARPENED in r["reports"]
+            )
+            or "-"
+        )
+        lines.append(f"| {label} | " + " | ".join(_cell(runs, k) for k in keys) + f" | {chosen} |")
+    return [*lines, ""]
 
 
 def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
@@ -370,12 +362,13 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
                 f"| {label} | " + " | ".join(cells) + f" | {_duration(total / len(seeds))} |"
             )
     else:
-        heads = [COLUMNS[k].heading for k in exp.columns]
+        shown = [*exp.columns, *([SHARPENED] if SHARPENED in rows[0]["reports"] else [])]
+        heads = [column(k).heading for k in shown]
         lines.append("| model | prior | stages | " + " | ".join(heads) + " | train time |")
         lines.append("|---" * (len(heads) + 4) + "|")
         for runs in groups.values():
             r = runs[0]
-            cells = [_cell(runs, k) for k in exp.columns]
+            cells = [_cell(runs, k) for k in shown]
             stages = "-" if r["stages"] is None else str(r["stages"])
             mean_time = sum(x["train_time_s"] for x in runs) / len(runs)
             row = [r["label"], r["kind"], stages, *cells, _duration(mean_time)]
@@ -392,6 +385,8 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         + (", averaged over seeds" if len(seeds) > 1 else "")
     )
     lines += ["", "Notes: " + "; ".join(notes) + ".", ""]
+    if results.get("sharpen"):
+        lines += _sharpening_lines(results["sharpen"], groups)
     claims = _claim_rows(exp, groups)
     if len(claims) > 2:  # more than the header: a claim whose models are all in the table
         lines += ["Claims of the paper, tested here:", "", *claims, ""]
