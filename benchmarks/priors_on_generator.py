@@ -248,10 +248,10 @@ def table(
         vals = [by[(run, label)] for run in have]
         s = summarize(vals)
         cells = [label, str(len(have)), s.format(2), " / ".join(f"{v:.2f}" for v in vals)]
-        if label == labels[0]:
+        both = [run for run in have if run in first]
+        if label == labels[0] or not both:  # not against itself, nor without a common run
             cells += ["-", "-", "-"]
         else:
-            both = [run for run in have if run in first]
             d, verdict = paired([by[(r, label)] for r in both], [first[r] for r in both])
             cells += [d.format(2), verdict, beats(s, summarize(list(first.values())))]
         lines.append("| " + " | ".join(cells) + " |")

@@ -18,6 +18,11 @@ spread of each prior's log-ratio over the fitted rows (its standard deviation): 
 prior is. If sharpening explains the gain, a short fit scaled by some ``beta`` reaches the
 FID of the long fit. Resumable (``OUT/sharpening.jsonl``); writes ``OUT/sharpening.md``
 (``--table``: only that, from what is done).
+
+The table also compares the priors fairly: each run (generator) scored at the ``beta`` chosen
+on the *other* runs (:func:`latent_ebm.experiments.columns.choose_sharpening`, as ``reproduce
+--sharpen`` does; ``beta = 1`` is the FID ``priors_on_generator`` recorded), paired by run
+against each ``--against`` prior (default: the first of ``--priors``).
 """
 
 from __future__ import annotations
@@ -29,19 +34,58 @@ from pathlib import Path
 
 import torch
 
+from latent_ebm.experiments.columns import SHARPENED, choose_sharpening, sharpen_key
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.priors.base import gaussian_log_prob
 from latent_ebm.refit import refit_rows
 from latent_ebm.rundir import load_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from priors_on_generator import load_kept, scores, scoring_context, script_command
+from priors_on_generator import (
+    load_kept,
+    read_results,
+    scores,
+    scoring_context,
+    script_command,
+    table,
+)
 
 
 def spread(prior: torch.nn.Module, z: torch.Tensor) -> float:
     """The standard deviation over the rows ``z`` of the prior's log-ratio to ``N(0, I)``."""
     with torch.no_grad():
         return (prior.log_prob(z) - gaussian_log_prob(z)).std().item()
+
+
+def chosen(
+    done: dict, recorded: dict, labels: list[str], scales: list[float], runs: list[str]
+) -> list[dict]:
+    """Each run's FID at the ``beta`` chosen on the other runs of its prior, as rows
+    ``{run, label, fid, beta}`` (a run without every ``beta`` scored is left out)."""
+    rows = []
+    for label in labels:
+        for i, run in enumerate(runs):
+            fids = {b: done.get((run, label, b), {}).get("fid") for b in scales}
+            fids.setdefault(1.0, recorded.get((run, label), {}).get("fid"))
+            if None not in fids.values():
+                reports = {sharpen_key(b): {"value": v} for b, v in fids.items()}
+                rows.append(
+                    {"label": label, "holdout": None, "seed": i, "run": run, "reports": reports}
+                )
+    choose_sharpening(rows, scales)
+    picked = []
+    for r in rows:
+        if SHARPENED in r["reports"]:
+            report = r["reports"][SHARPENED]
+            picked.append(
+                {
+                    "run": r["run"],
+                    "label": r["label"],
+                    "fid": report["value"],
+                    "beta": report["sharpen"],
+                }
+            )
+    return picked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", nargs="+", type=float, required=True, metavar="BETA")
     ap.add_argument("--runs", nargs="+", required=True, help="the generators' run directories")
     ap.add_argument("--fid-n", type=int, default=5000)
+    ap.add_argument("--against", nargs="+", metavar="LABEL", help="paired baselines (first prior)")
     ap.add_argument("--table", action="store_true", help="only write the table of what is done")
     a = ap.parse_args(argv)
     path = a.out / "sharpening.jsonl"
@@ -102,6 +147,24 @@ def main(argv: list[str] | None = None) -> int:
                 spreads = summarize([r["spread"] for r in rs]).format(2)
                 lines.append(f"| {label} | {beta:g} | {len(rs)} | {fids} | {spreads} |")
     lines += ["", "Mean ± SE over the runs (generators); FID of the run's test-time chain."]
+    recorded = read_results(a.out)
+    picked = chosen(done, recorded, a.priors, a.scales, a.runs)
+    ceilings = {run: recorded[(run, None)]["ceiling"] for run in a.runs if (run, None) in recorded}
+    if picked and len(ceilings) == len(a.runs):
+        betas = {
+            label: " / ".join(f"{r['beta']:g}" for r in picked if r["label"] == label)
+            for label in a.priors
+        }
+        lines += [
+            "",
+            "Each run at the beta chosen on the other runs (the best mean FID there, beta 1 "
+            "included), by run: "
+            + "; ".join(f"{label} {b}" for label, b in betas.items() if b)
+            + ".",
+        ]
+        for first in a.against or a.priors[:1]:
+            labels = [first, *(x for x in a.priors if x != first)]
+            lines += ["", *table(picked, labels, a.runs, ceilings)]
     (a.out / "sharpening.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

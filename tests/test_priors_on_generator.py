@@ -161,6 +161,21 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         assert sharp.main([*table, "--table"]) == 0  # beta 7 is not done: left out, not scored
     md = (out / "sharpening.md").read_text()
     assert "| adaptive-K2 | 1 | 2 |" in md and "| adaptive-K2 | 7 |" not in md
+    # Each run at the beta best on the other run (beta 1: the FID the table recorded).
+    for run, other in (runs, runs[::-1]):
+        fids = {1.0: by[(other, "adaptive-K2")]["fid"], 3.0: got[(other, 3.0)]["fid"]}
+        beta = min(fids, key=fids.get)
+        own = by[(run, "adaptive-K2")]["fid"] if beta == 1 else got[(run, 3.0)]["fid"]
+        picked = sharp.chosen(
+            {(r["run"], r["label"], r["beta"]): r for r in rows},
+            pog.read_results(out),
+            ["adaptive-K2"],
+            [3.0],
+            runs,
+        )
+        assert {"run": run, "label": "adaptive-K2", "fid": own, "beta": beta} in picked
+    assert sharp.main([*sargs, "--table"]) == 0
+    assert "Each run at the beta chosen on the other runs" in (out / "sharpening.md").read_text()
 
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):
