@@ -111,4 +111,4 @@ __all__ = [
     "resolve_config",
     "train",
 ]
-__version__ = "0.8.0"
+__version__ = "0.9.0"
