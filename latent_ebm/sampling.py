@@ -26,7 +26,7 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
 
-__all__ = ["METHODS", "check_sharpen", "sample_latents", "sir_weights"]
+__all__ = ["METHODS", "check_sharpen", "sample_latents", "sharpen_suffix", "sir_weights"]
 
 METHODS = ("langevin", "mala", "sir")
 
@@ -44,6 +44,12 @@ def check_sharpen(beta: float) -> None:
         raise LatentEBMError(
             f"--sharpen must be positive (1: the learned prior; above 1: sharper), got {beta}"
         )
+
+
+def sharpen_suffix(beta: float) -> str:
+    """What a file or report name gets for sharpening ``beta``: ``-sharpen<beta>``, nothing
+    at 1 (``sample``'s ``langevin-sharpen2.npz``, ``eval``'s ``fid-sharpen2.json``)."""
+    return "" if beta == 1 else f"-sharpen{beta:g}"
 
 
 def sir_weights(model: LatentEBM, z: torch.Tensor) -> torch.Tensor:

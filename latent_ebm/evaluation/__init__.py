@@ -53,7 +53,7 @@ from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
-from latent_ebm.sampling import METHODS, check_sharpen
+from latent_ebm.sampling import METHODS, check_sharpen, sharpen_suffix
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
 
@@ -395,6 +395,6 @@ def evaluate_run(
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
     default = metric + ("" if start == "noise" else f"-{start}")
     default += "" if checkpoint == "last" else f"-{checkpoint}"
-    default += "" if sharpen == 1 else f"-sharpen{sharpen:g}"
+    default += sharpen_suffix(sharpen)
     path = write_report(run_dir, name or default, report)
     return {**report, "path": str(path)}

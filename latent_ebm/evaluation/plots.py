@@ -35,7 +35,7 @@ from latent_ebm.files import write_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
 from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics, split_metrics
-from latent_ebm.sampling import METHODS, check_sharpen, sample_latents
+from latent_ebm.sampling import METHODS, check_sharpen, sample_latents, sharpen_suffix
 
 __all__ = [
     "check_checkpoint",
@@ -288,7 +288,7 @@ def sample_run(
     check_checkpoint(checkpoint)
     check_sharpen(sharpen)
     suffix = "" if checkpoint == "last" else f"-{checkpoint}"
-    suffix += "" if sharpen == 1 else f"-sharpen{sharpen:g}"
+    suffix += sharpen_suffix(sharpen)
     prefix = Path(out) if out is not None else run_dir / "samples" / f"{method}{suffix}"
     if out is not None:
         check_creatable(prefix.parent, "--out")

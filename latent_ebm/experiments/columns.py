@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from latent_ebm.sampling import sharpen_suffix
 
 __all__ = [
     "COLUMNS",
@@ -66,7 +69,7 @@ COLUMNS: dict[str, Column] = {
 def sharpen_key(beta: float) -> str:
     """The column of FID at sharpening ``beta``: ``fid`` at 1, else ``fid-sharpen<beta>``
     (the report name ``latent-ebm eval --sharpen`` gives too)."""
-    return "fid" if beta == 1 else f"{_SHARPEN}{beta:g}"
+    return "fid" + sharpen_suffix(beta)
 
 
 def column(key: str) -> Column:
@@ -93,37 +96,45 @@ def format_cell(key: str, report: dict[str, Any]) -> str:
     return f"{report['value']:.{d}f}{spread}"
 
 
-def _beta(key: str) -> float:
-    return float(column(key).request[0][1]) if key != "fid" else 1.0
+def shown(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A table's ``columns``, and :data:`SHARPENED` after them when its rows have it."""
+    return [*columns, *([SHARPENED] if rows and SHARPENED in rows[0]["reports"] else [])]
+
+
+def by_model(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, Any], list[dict[str, Any]]]:
+    """The rows of a ``reproduce`` result by model (its ``label`` and ``holdout``): each
+    model's runs over seeds, in table order."""
+    models: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        models.setdefault((r["label"], r["holdout"]), []).append(r)
+    return models
+
+
+def _mean_fid(runs: Sequence[dict[str, Any]], beta: float) -> float:
+    """The mean FID of ``runs`` at ``beta``; a non-finite mean counts as the worst."""
+    v = math.fsum(r["reports"][sharpen_key(beta)]["value"] for r in runs) / len(runs)
+    return v if math.isfinite(v) else math.inf
 
 
 def choose_sharpening(rows: Sequence[dict[str, Any]], betas: Sequence[float]) -> None:
     """Add the :data:`SHARPENED` report to every row whose model has another seed.
 
     ``rows``: the ``models`` rows of a ``reproduce`` result, each with its ``reports`` at
-    ``fid`` and at every ``fid-sharpen<beta>``. The rows of one model (its ``label`` and
-    ``holdout``) over seeds are its runs. For each run, ``beta`` (1 or one of ``betas``) is
-    the one with the lowest mean FID over the model's other runs (a tie: the smaller
-    ``beta``; a non-finite FID counts as worst); the report is the run's own FID at that
-    ``beta``, with ``sharpen`` and the ``chosen_on`` seeds recorded.
+    ``fid`` and at every ``fid-sharpen<beta>``; a model's runs are :func:`by_model`'s. For
+    each run, ``beta`` (1 or one of ``betas``) is the one with the lowest mean FID over the
+    model's other runs (a tie: the smaller ``beta``; a non-finite FID counts as worst); the
+    report is the run's own FID at that ``beta``, with ``sharpen`` and the ``chosen_on``
+    seeds recorded.
     """
-    keys = [sharpen_key(b) for b in sorted({1.0, *betas})]
-    models: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-    for r in rows:
-        models.setdefault((r["label"], r["holdout"]), []).append(r)
-    for runs in models.values():
+    factors = sorted({1.0, *betas})
+    for runs in by_model(rows).values():
         if len(runs) < 2:
             continue
         for r in runs:
             others = [o for o in runs if o is not r]
-
-            def mean_fid(key: str, others: list = others) -> float:
-                v = math.fsum(o["reports"][key]["value"] for o in others) / len(others)
-                return v if math.isfinite(v) else math.inf
-
-            best = min(keys, key=mean_fid)  # min keeps the first (smallest beta) of a tie
+            best = min(factors, key=partial(_mean_fid, others))  # a tie: the first
             r["reports"][SHARPENED] = {
-                "value": r["reports"][best]["value"],
-                "sharpen": _beta(best),
+                "value": r["reports"][sharpen_key(best)]["value"],
+                "sharpen": best,
                 "chosen_on": [o["seed"] for o in others],
             }

@@ -31,11 +31,11 @@ from latent_ebm.config import Config, config_to_dict, load_config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation import evaluate_run
 from latent_ebm.experiments.columns import (
-    SHARPENED,
     choose_sharpening,
     column,
     format_cell,
     sharpen_key,
+    shown,
 )
 from latent_ebm.experiments.figures import plot_stages
 from latent_ebm.experiments.plan import PlannedRun, check_choice, experiment_runs
@@ -262,8 +262,7 @@ def reproduce(
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     png = None
     if experiment in ("stages", "adaptive"):  # FID and recon against the number of stages
-        shown = [*exp.columns, *([SHARPENED] if SHARPENED in rows[0]["reports"] else [])]
-        png = plot_stages(results, shown, out / f"{experiment}.png")
+        png = plot_stages(results, shown(exp.columns, rows), out / f"{experiment}.png")
     return Reproduction(markdown, results, md_path, json_path, png)
 
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latent_ebm.experiments.columns import SHARPENED, column, format_cell, sharpen_key
+from latent_ebm.experiments.columns import (
+    SHARPENED,
+    by_model,
+    column,
+    format_cell,
+    sharpen_key,
+    shown,
+)
 from latent_ebm.experiments.settings import describe_setting
 from latent_ebm.experiments.stats import CRITERION, Summary, beats, no_worse, summarize, within
 
@@ -234,19 +241,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, int | None], list[dict[str, Any]]]:
-    """The runs of each (model, held-out class), over seeds, in table order."""
-    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["label"], r["holdout"]), []).append(r)
-    return groups
-
-
 def _cell(runs: list[dict[str, Any]], key: str) -> str:
-    """One seed: the report's value (with its spread over snapshots); several: mean ± SE;
-    ``-`` when a run has no such report."""
-    if any(key not in r["reports"] for r in runs):
-        return "-"
+    """One seed: the report's value (with its spread over snapshots); several: mean ± SE."""
     if len(runs) == 1:
         return format_cell(key, runs[0]["reports"][key])
     values = [r["reports"][key]["value"] for r in runs]
@@ -348,7 +344,7 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
         )
     lines += ["", f"Command: `{results['command']}`", ""]
 
-    groups = _groups(rows)
+    groups = by_model(rows)
     if exp.per_class:
         classes = list(dict.fromkeys(h for _, h in groups))
         lines.append(
@@ -362,13 +358,13 @@ def markdown_table(results: dict[str, Any], exp: Experiment) -> str:
                 f"| {label} | " + " | ".join(cells) + f" | {_duration(total / len(seeds))} |"
             )
     else:
-        shown = [*exp.columns, *([SHARPENED] if SHARPENED in rows[0]["reports"] else [])]
-        heads = [column(k).heading for k in shown]
+        keys = shown(exp.columns, rows)
+        heads = [column(k).heading for k in keys]
         lines.append("| model | prior | stages | " + " | ".join(heads) + " | train time |")
         lines.append("|---" * (len(heads) + 4) + "|")
         for runs in groups.values():
             r = runs[0]
-            cells = [_cell(runs, k) for k in shown]
+            cells = [_cell(runs, k) for k in keys]
             stages = "-" if r["stages"] is None else str(r["stages"])
             mean_time = sum(x["train_time_s"] for x in runs) / len(runs)
             row = [r["label"], r["kind"], stages, *cells, _duration(mean_time)]
