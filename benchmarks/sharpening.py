@@ -22,7 +22,9 @@ FID of the long fit. Resumable (``OUT/sharpening.jsonl``); writes ``OUT/sharpeni
 The table also compares the priors fairly: each run (generator) scored at the ``beta`` chosen
 on the *other* runs (:func:`latent_ebm.experiments.columns.choose_sharpening`, as ``reproduce
 --sharpen`` does; ``beta = 1`` is the FID ``priors_on_generator`` recorded), paired by run
-against each ``--against`` prior (default: the first of ``--priors``).
+against each ``--against`` prior (default: the first of ``--priors``). With ``--choose-on
+RUN...`` each prior's ``beta`` is chosen on those generators instead (they must be scored at
+every ``beta`` too), so a choice made on some generators is tested on fresh ones.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from pathlib import Path
 
 import torch
 
-from latent_ebm.experiments.columns import SHARPENED, choose_sharpening, sharpen_key
+from latent_ebm.experiments.columns import (
+    SHARPENED,
+    best_sharpening,
+    choose_sharpening,
+    sharpen_key,
+)
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.priors.base import gaussian_log_prob
 from latent_ebm.refit import refit_rows
@@ -58,13 +65,23 @@ def spread(prior: torch.nn.Module, z: torch.Tensor) -> float:
 
 
 def chosen(
-    done: dict, recorded: dict, labels: list[str], scales: list[float], runs: list[str]
+    done: dict,
+    recorded: dict,
+    labels: list[str],
+    scales: list[float],
+    runs: list[str],
+    choose_on: list[str] | None = None,
 ) -> list[dict]:
     """Each run's FID at the ``beta`` chosen on the other runs of its prior, as rows
-    ``{run, label, fid, beta}`` (a run without every ``beta`` scored is left out)."""
-    rows = []
-    for label in labels:
-        for i, run in enumerate(runs):
+    ``{run, label, fid, beta}`` (a run without every ``beta`` scored is left out).
+
+    ``choose_on``: choose each prior's ``beta`` on these runs instead, all of them (a held-out
+    test: none of ``runs`` takes part in the choice); a prior without every ``beta`` scored on
+    every one of them is left out.
+    """
+    def rows_of(label: str, among: list[str]) -> list[dict]:
+        rows = []
+        for i, run in enumerate(among):
             fids = {b: done.get((run, label, b), {}).get("fid") for b in scales}
             fids.setdefault(1.0, recorded.get((run, label), {}).get("fid"))
             if None not in fids.values():
@@ -72,7 +89,21 @@ def chosen(
                 rows.append(
                     {"label": label, "holdout": None, "seed": i, "run": run, "reports": reports}
                 )
-    choose_sharpening(rows, scales)
+        return rows
+
+    rows = [r for label in labels for r in rows_of(label, runs)]
+    if choose_on is None:
+        choose_sharpening(rows, scales)
+    else:
+        for label in labels:
+            on = rows_of(label, choose_on)
+            if len(on) < len(choose_on):
+                continue
+            best = best_sharpening(on, scales)
+            for r in rows:
+                if r["label"] == label:
+                    value = r["reports"][sharpen_key(best)]["value"]
+                    r["reports"][SHARPENED] = {"value": value, "sharpen": best}
     picked = []
     for r in rows:
         if SHARPENED in r["reports"]:
@@ -96,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", required=True, help="the generators' run directories")
     ap.add_argument("--fid-n", type=int, default=5000)
     ap.add_argument("--against", nargs="+", metavar="LABEL", help="paired baselines (first prior)")
+    ap.add_argument(
+        "--choose-on",
+        nargs="+",
+        metavar="RUN",
+        help="choose each prior's beta on these generators (default: on the other --runs)",
+    )
     ap.add_argument("--table", action="store_true", help="only write the table of what is done")
     a = ap.parse_args(argv)
     path = a.out / "sharpening.jsonl"
@@ -105,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             r = json.loads(line)
             done[(r["run"], r["label"], r["beta"])] = r
     ctx: dict = {}
-    for run in a.runs:
+    for run in [*a.runs, *(r for r in a.choose_on or [] if r not in a.runs)]:
         todo = [
             (label, beta)
             for label in a.priors
@@ -148,16 +185,17 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {label} | {beta:g} | {len(rs)} | {fids} | {spreads} |")
     lines += ["", "Mean ± SE over the runs (generators); FID of the run's test-time chain."]
     recorded = read_results(a.out)
-    picked = chosen(done, recorded, a.priors, a.scales, a.runs)
+    picked = chosen(done, recorded, a.priors, a.scales, a.runs, a.choose_on)
     ceilings = {run: recorded[(run, None)]["ceiling"] for run in a.runs if (run, None) in recorded}
     if picked and len(ceilings) == len(a.runs):
         betas = {
             label: " / ".join(f"{r['beta']:g}" for r in picked if r["label"] == label)
             for label in a.priors
         }
+        where = "the other runs" if a.choose_on is None else "the --choose-on runs"
         lines += [
             "",
-            "Each run at the beta chosen on the other runs (the best mean FID there, beta 1 "
+            f"Each run at the beta chosen on {where} (the best mean FID there, beta 1 "
             "included), by run: "
             + "; ".join(f"{label} {b}" for label, b in betas.items() if b)
             + ".",

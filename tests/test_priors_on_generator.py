@@ -174,6 +174,20 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
             runs,
         )
         assert {"run": run, "label": "adaptive-K2", "fid": own, "beta": beta} in picked
+        # Chosen on the other run given as --choose-on (a held-out test): the same pick.
+        held = sharp.chosen(
+            {(r["run"], r["label"], r["beta"]): r for r in rows},
+            pog.read_results(out),
+            ["adaptive-K2"],
+            [3.0],
+            [run],
+            choose_on=[other],
+        )
+        assert held == [{"run": run, "label": "adaptive-K2", "fid": own, "beta": beta}]
+    with monkeypatch.context() as m:
+        m.setattr(sharp, "load_run", lambda *a, **k: pytest.fail("loaded again"))
+        assert sharp.main([*sargs[:-2], runs[0], "--choose-on", runs[1]]) == 0
+    assert "chosen on the --choose-on runs" in (out / "sharpening.md").read_text()
     assert sharp.main([*sargs, "--table"]) == 0
     assert "Each run at the beta chosen on the other runs" in (out / "sharpening.md").read_text()
 

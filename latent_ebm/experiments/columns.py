@@ -116,6 +116,13 @@ def _mean_fid(runs: Sequence[dict[str, Any]], beta: float) -> float:
     return v if math.isfinite(v) else math.inf
 
 
+def best_sharpening(runs: Sequence[dict[str, Any]], betas: Sequence[float]) -> float:
+    """The factor, 1 or one of ``betas``, with the lowest mean FID over ``runs`` (rows with
+    ``reports`` at every ``fid-sharpen<beta>``; a tie: the smaller; a non-finite mean counts
+    as the worst)."""
+    return min(sorted({1.0, *betas}), key=partial(_mean_fid, runs))  # a tie: the first
+
+
 def choose_sharpening(rows: Sequence[dict[str, Any]], betas: Sequence[float]) -> None:
     """Add the :data:`SHARPENED` report to every row whose model has another seed.
 
@@ -126,13 +133,12 @@ def choose_sharpening(rows: Sequence[dict[str, Any]], betas: Sequence[float]) ->
     report is the run's own FID at that ``beta``, with ``sharpen`` and the ``chosen_on``
     seeds recorded.
     """
-    factors = sorted({1.0, *betas})
     for runs in by_model(rows).values():
         if len(runs) < 2:
             continue
         for r in runs:
             others = [o for o in runs if o is not r]
-            best = min(factors, key=partial(_mean_fid, others))  # a tie: the first
+            best = best_sharpening(others, betas)
             r["reports"][SHARPENED] = {
                 "value": r["reports"][sharpen_key(best)]["value"],
                 "sharpen": best,
