@@ -79,6 +79,7 @@ def chosen(
     test: none of ``runs`` takes part in the choice); a prior without every ``beta`` scored on
     every one of them is left out.
     """
+
     def rows_of(label: str, among: list[str]) -> list[dict]:
         rows = []
         for i, run in enumerate(among):
