@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from latent_ebm.data import Dataset, holdout_split, to_float
-from latent_ebm.evaluation import auprc, fid_at, recon_mse
+from latent_ebm.evaluation import auprc, evaluate_run, fid_at, recon_mse
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
 from latent_ebm.sampling import sample_latents
@@ -195,6 +195,47 @@ def test_eval_anomaly_on_a_holdout_run(tmp_path, digits, capsys):
     assert report["iterations"] == [8, 9, 10]
     assert 0 < report["value"] <= 1
     assert report["std"] == pytest.approx(np.std(report["values"]))
+    assert not (run / "eval/.anomaly.partial.json").exists()
+    _anomaly_resumes_at_the_next_snapshot(run, report["values"])
+
+
+def _anomaly_resumes_at_the_next_snapshot(run, values):
+    """An anomaly evaluation killed after two of three snapshots computes only the third when
+    run again, and reports exactly the values of an uninterrupted one; other settings, or an
+    unreadable kept file, compute every snapshot again."""
+    import latent_ebm.evaluation as evaluation
+
+    calls = []
+    real = evaluation.anomaly_auprc
+
+    def counted(*args, **kwargs):
+        if len(calls) == 2 and kill:
+            raise RuntimeError("killed")
+        calls.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    def evaluate(seed=0):
+        calls.clear()
+        return evaluate_run(run, "anomaly", last=3, seed=seed, progress=False)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "anomaly_auprc", counted)
+        kill = True
+        with pytest.raises(RuntimeError, match="killed"):
+            evaluate()
+        kept = json.loads((run / "eval/.anomaly.partial.json").read_text())
+        assert len(kept["done"]) == 2
+        kill = False
+        assert evaluate()["values"] == values and calls == [0]
+        assert not (run / "eval/.anomaly.partial.json").exists()
+        kill = True
+        with pytest.raises(RuntimeError):
+            evaluate(seed=1)
+        kill = False
+        assert evaluate(seed=0)["values"] == values and len(calls) == 3  # other settings
+        (run / "eval/.anomaly.partial.json").write_text("{not json")
+        with pytest.warns(UserWarning, match="unreadable"):
+            assert evaluate()["values"] == values and len(calls) == 3
 
 
 @pytest.mark.parametrize(

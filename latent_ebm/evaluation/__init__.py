@@ -52,7 +52,7 @@ from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_ru
 from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
-from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots, write_report
+from latent_ebm.rundir import CHECKPOINT, kept_parts, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import METHODS, check_sharpen, sharpen_suffix
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
@@ -214,21 +214,16 @@ def _anomaly_report(r: _Request) -> dict[str, Any]:
     post = r.posterior_chain()
     files = (snapshots(r.run_dir) or [r.run_dir / CHECKPOINT])[-r.last :]
     anomalous = (r.data.test_y == cfg.data.holdout).long()
-    values, iterations = [], []
-    for path in files:
+
+    def part(path: Path) -> list[Any]:  # [iteration, AUPRC] of one snapshot
         _, m, st = load_run(r.run_dir, r.device, checkpoint=path)
-        values.append(
-            anomaly_auprc(
-                m,
-                r.data.test_x,
-                anomalous,
-                **post,
-                seed=r.seed,
-                batch_size=r.batch_size,
-                progress=r.progress,
-            )
-        )
-        iterations.append(st["iteration"])
+        kw = {"seed": r.seed, "batch_size": r.batch_size, "progress": r.progress}
+        return [st["iteration"], anomaly_auprc(m, r.data.test_x, anomalous, **post, **kw)]
+
+    settings = {**post, "seed": r.seed, "batch_size": r.batch_size}
+    iterations, values = (
+        list(c) for c in zip(*kept_parts(r.run_dir, "anomaly", settings, files, part), strict=True)
+    )
     return {
         "value": float(np.mean(values)),
         "std": float(np.std(values)),

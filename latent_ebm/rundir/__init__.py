@@ -14,7 +14,8 @@ A run directory ``DIR`` holds
 - ``snapshots/model-<iteration>.pt`` (:data:`SNAPSHOTS`): the models kept every
   ``train.keep_every`` iterations (:func:`save_snapshot`, :func:`snapshots`);
 - ``eval/<metric>.json`` (:data:`EVAL`): one report per evaluation metric
-  (:func:`write_report`);
+  (:func:`write_report`); while an evaluation of several parts (the snapshots of ``anomaly``)
+  runs, ``eval/.<metric>.partial.json`` keeps the parts it has finished (:func:`kept_parts`);
 - ``.lock`` (:data:`LOCK`): the lock of the run's one writer (:class:`RunLock`), holding its
   process id;
 - after training, the figures (:mod:`latent_ebm.evaluation.plots`).
@@ -68,6 +69,7 @@ from latent_ebm.rundir.layout import (
     read_run_config,
 )
 from latent_ebm.rundir.logs import (
+    kept_parts,
     open_metrics_log,
     read_metrics,
     report_path,
@@ -94,6 +96,7 @@ __all__ = [
     "check_not_foreign",
     "checkpoint_file",
     "kept_checkpoint",
+    "kept_parts",
     "load_checkpoint",
     "load_data",
     "load_model_state",

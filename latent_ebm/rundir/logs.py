@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,47 @@ def _append(log: int, line: dict[str, Any]) -> None:
         ) from None
 
 
+def kept_parts(
+    run_dir: str | Path,
+    metric: str,
+    settings: dict[str, Any],
+    files: list[Path],
+    compute: Callable[[Path], Any],
+) -> list[Any]:
+    """``compute(f)`` for each of ``files`` (the parts of an evaluation of ``metric``, e.g.
+    the snapshots of ``anomaly``), in order; each result (a JSON value) is kept in
+    ``eval/.<metric>.partial.json`` as it finishes, so an interrupted evaluation resumes at
+    the next file. A kept result is reused when the evaluation runs with the same ``settings``
+    on the same file (its name, size and modification time); :func:`write_report` of
+    ``metric`` removes the file. An unreadable kept file is ignored with a warning.
+
+    Raises:
+        LatentEBMError: a result could not be kept (e.g. a full disk); those kept before are.
+    """
+    path = Path(run_dir) / EVAL / f".{metric}.partial.json"
+    settings = json.loads(json.dumps(settings))
+    done: dict[str, Any] = {}
+    if path.exists():
+        try:
+            kept = json.loads(path.read_text())
+            done = dict(kept["done"]) if kept["settings"] == settings else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            warnings.warn(f"{path} is unreadable; computing its parts again", stacklevel=2)
+    keys = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+    for f, key in zip(files, keys, strict=True):
+        if key not in done:
+            done[key] = compute(f)
+            text = json.dumps({"settings": settings, "done": done})
+            try:
+                write_atomic(path, lambda out, text=text: out.write(text.encode()))
+            except OSError as e:
+                raise LatentEBMError(
+                    f"could not write {path} ({e.strerror or e}); free disk space and "
+                    "evaluate again (the parts already kept are not computed again)"
+                ) from None
+    return [done[k] for k in keys]
+
+
 def report_path(run_dir: str | Path, metric: str) -> Path:
     """Where the report of ``metric`` lives: ``DIR/eval/<metric>.json``."""
     return Path(run_dir) / EVAL / f"{metric}.json"
@@ -152,4 +194,5 @@ def write_report(run_dir: str | Path, metric: str, report: dict[str, Any]) -> Pa
         raise LatentEBMError(
             f"could not write {path} ({e.strerror or e}); the earlier report, if any, is kept"
         ) from None
+    (path.parent / f".{metric}.partial.json").unlink(missing_ok=True)
     return path
