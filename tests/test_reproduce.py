@@ -286,6 +286,13 @@ def test_anomaly_table_resumes_an_interrupted_run(tmp_path, capsys):
         assert std == pytest.approx(report["std"], abs=5e-4)
         assert report["iterations"] == [14, 15, 16]  # the last 3 snapshots (tiny scale)
     assert load_run(out / "runs" / "adaptive-K4-holdout1")[2]["iteration"] == 16
+    # Over two seeds: seed 0's runs are reused, the table gives mean ± SE and the verdict.
+    code, stdout, err = run_cli([*args, "--out", out, "--seeds", 2, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "[1/4] adaptive K=4, seed 0, held-out class 1: trained earlier" in stdout
+    md = (out / "anomaly.md").read_text()
+    assert "mean ± standard error over the 2 seeds" in md and "β chosen" not in md
+    assert "| adaptive K=4 beats lebm (AUPRC (↑)), held-out 1 |" in md
 
 
 # Bad inputs.

@@ -41,6 +41,11 @@ def test_each_seed_takes_the_beta_best_on_the_other_seeds():
     assert SHARPENED not in alone[0]["reports"]
     # A tie goes to the smaller beta; a NaN FID on the other seed counts as the worst.
     assert [r["reports"][SHARPENED]["sharpen"] for r in tie] == [4.0, 1.0]
+    # Without --sharpen nothing is chosen, and rows without an FID (anomaly) are fine.
+    plain = _rows("d", {1.0: [3.0, 4.0]})
+    auprc = [{"label": "e", "holdout": 1, "seed": s, "reports": {"anomaly": {}}} for s in (0, 1)]
+    choose_sharpening(plain + auprc, [])
+    assert all(SHARPENED not in r["reports"] for r in plain + auprc)
 
 
 def test_sharpen_columns():

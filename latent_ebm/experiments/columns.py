@@ -131,8 +131,11 @@ def choose_sharpening(rows: Sequence[dict[str, Any]], betas: Sequence[float]) ->
     each run, ``beta`` (1 or one of ``betas``) is the one with the lowest mean FID over the
     model's other runs (a tie: the smaller ``beta``; a non-finite FID counts as worst); the
     report is the run's own FID at that ``beta``, with ``sharpen`` and the ``chosen_on``
-    seeds recorded.
+    seeds recorded. Without ``betas`` (no ``--sharpen``) nothing is added: the rows may have
+    no FID at all (``anomaly``).
     """
+    if not betas:
+        return
     for runs in by_model(rows).values():
         if len(runs) < 2:
             continue
