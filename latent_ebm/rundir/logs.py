@@ -151,7 +151,7 @@ def kept_parts(
     Raises:
         LatentEBMError: a result could not be kept (e.g. a full disk); those kept before are.
     """
-    path = Path(run_dir) / EVAL / f".{metric}.partial.json"
+    path = _partial_path(run_dir, metric)
     settings = json.loads(json.dumps(settings))
     done: dict[str, Any] = {}
     if path.exists():
@@ -160,19 +160,35 @@ def kept_parts(
             done = dict(kept["done"]) if kept["settings"] == settings else {}
         except (OSError, ValueError, KeyError, TypeError):
             warnings.warn(f"{path} is unreadable; computing its parts again", stacklevel=2)
-    keys = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+    keys = [f"{f.name}:{st.st_size}:{st.st_mtime_ns}" for f in files for st in [f.stat()]]
     for f, key in zip(files, keys, strict=True):
         if key not in done:
             done[key] = compute(f)
-            text = json.dumps({"settings": settings, "done": done})
-            try:
-                write_atomic(path, lambda out, text=text: out.write(text.encode()))
-            except OSError as e:
-                raise LatentEBMError(
-                    f"could not write {path} ({e.strerror or e}); free disk space and "
-                    "evaluate again (the parts already kept are not computed again)"
-                ) from None
+            _write_json(
+                path,
+                {"settings": settings, "done": done},
+                "free disk space and evaluate again (the parts already kept are not computed "
+                "again)",
+            )
     return [done[k] for k in keys]
+
+
+def _partial_path(run_dir: str | Path, metric: str) -> Path:
+    """Where :func:`kept_parts` keeps the finished parts of an evaluation of ``metric``."""
+    return Path(run_dir) / EVAL / f".{metric}.partial.json"
+
+
+def _write_json(path: Path, obj: Any, hint: str, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON to ``path``, atomically.
+
+    Raises:
+        LatentEBMError: the write failed (e.g. a full disk), ending with ``hint``.
+    """
+    text = json.dumps(obj, indent=indent) + "\n"
+    try:
+        write_atomic(path, lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise LatentEBMError(f"could not write {path} ({e.strerror or e}); {hint}") from None
 
 
 def report_path(run_dir: str | Path, metric: str) -> Path:
@@ -187,12 +203,6 @@ def write_report(run_dir: str | Path, metric: str, report: dict[str, Any]) -> Pa
         LatentEBMError: the write failed (e.g. a full disk); no partial file is left.
     """
     path = report_path(run_dir, metric)
-    text = json.dumps(report, indent=2) + "\n"
-    try:
-        write_atomic(path, lambda f: f.write(text.encode()))
-    except OSError as e:
-        raise LatentEBMError(
-            f"could not write {path} ({e.strerror or e}); the earlier report, if any, is kept"
-        ) from None
-    (path.parent / f".{metric}.partial.json").unlink(missing_ok=True)
+    _write_json(path, report, "the earlier report, if any, is kept", indent=2)
+    _partial_path(run_dir, metric).unlink(missing_ok=True)
     return path
