@@ -24,7 +24,9 @@ on the *other* runs (:func:`latent_ebm.experiments.columns.choose_sharpening`, a
 --sharpen`` does; ``beta = 1`` is the FID ``priors_on_generator`` recorded), paired by run
 against each ``--against`` prior (default: the first of ``--priors``). With ``--choose-on
 RUN...`` each prior's ``beta`` is chosen on those generators instead (they must be scored at
-every ``beta`` too), so a choice made on some generators is tested on fresh ones.
+every ``beta`` too), so a choice made on some generators is tested on fresh ones. With
+``--beta LABEL=BETA`` that prior is scored at this ``beta`` only, one chosen elsewhere and
+recorded (for example on generators whose runs are gone), and the table takes it as chosen.
 """
 
 from __future__ import annotations
@@ -71,19 +73,23 @@ def chosen(
     scales: list[float],
     runs: list[str],
     choose_on: list[str] | None = None,
+    given: dict[str, float] | None = None,
 ) -> list[dict]:
     """Each run's FID at the ``beta`` chosen on the other runs of its prior, as rows
     ``{run, label, fid, beta}`` (a run without every ``beta`` scored is left out).
 
     ``choose_on``: choose each prior's ``beta`` on these runs instead, all of them (a held-out
     test: none of ``runs`` takes part in the choice); a prior without every ``beta`` scored on
-    every one of them is left out.
+    every one of them is left out. ``given``: these priors at these ``beta`` (chosen elsewhere),
+    whatever ``scales`` and ``choose_on`` say.
     """
+    given = given or {}
 
     def rows_of(label: str, among: list[str]) -> list[dict]:
         rows = []
+        betas = [given[label]] if label in given else scales
         for i, run in enumerate(among):
-            fids = {b: done.get((run, label, b), {}).get("fid") for b in scales}
+            fids = {b: done.get((run, label, b), {}).get("fid") for b in betas}
             fids.setdefault(1.0, recorded.get((run, label), {}).get("fid"))
             if None not in fids.values():
                 reports = {sharpen_key(b): {"value": v} for b, v in fids.items()}
@@ -94,17 +100,18 @@ def chosen(
 
     rows = [r for label in labels for r in rows_of(label, runs)]
     if choose_on is None:
-        choose_sharpening(rows, scales)
-    else:
-        for label in labels:
-            on = rows_of(label, choose_on)
-            if len(on) < len(choose_on):
-                continue
+        choose_sharpening([r for r in rows if r["label"] not in given], scales)
+    for label in labels:
+        if label in given:
+            best = given[label]
+        elif choose_on is None or len(on := rows_of(label, choose_on)) < len(choose_on):
+            continue
+        else:
             best = best_sharpening(on, scales)
-            for r in rows:
-                if r["label"] == label:
-                    value = r["reports"][sharpen_key(best)]["value"]
-                    r["reports"][SHARPENED] = {"value": value, "sharpen": best}
+        for r in rows:
+            if r["label"] == label:
+                value = r["reports"][sharpen_key(best)]["value"]
+                r["reports"][SHARPENED] = {"value": value, "sharpen": best}
     picked = []
     for r in rows:
         if SHARPENED in r["reports"]:
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="an OUT of benchmarks/priors_on_generator.py")
     ap.add_argument("--priors", nargs="+", required=True, metavar="LABEL")
-    ap.add_argument("--scales", nargs="+", type=float, required=True, metavar="BETA")
+    ap.add_argument("--scales", nargs="+", type=float, default=[], metavar="BETA")
     ap.add_argument("--runs", nargs="+", required=True, help="the generators' run directories")
     ap.add_argument("--fid-n", type=int, default=5000)
     ap.add_argument("--against", nargs="+", metavar="LABEL", help="paired baselines (first prior)")
@@ -134,8 +141,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUN",
         help="choose each prior's beta on these generators (default: on the other --runs)",
     )
+    ap.add_argument(
+        "--beta",
+        nargs="+",
+        default=[],
+        metavar="LABEL=BETA",
+        help="score this prior at this beta only, chosen elsewhere (e.g. on recorded generators)",
+    )
     ap.add_argument("--table", action="store_true", help="only write the table of what is done")
     a = ap.parse_args(argv)
+    given = {}
+    for item in a.beta:
+        label, _, value = item.partition("=")
+        try:
+            given[label] = float(value)
+        except ValueError:
+            ap.error(f"--beta {item}: expected LABEL=BETA with a number, e.g. adaptive-K4=3")
+        if label not in a.priors or given[label] <= 0:
+            ap.error(f"--beta {item}: LABEL must be one of --priors and BETA positive")
+    if not a.scales and set(given) != set(a.priors):
+        ap.error("give --scales, or a --beta for every prior")
     path = a.out / "sharpening.jsonl"
     done = {}
     if path.exists():
@@ -147,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = [
             (label, beta)
             for label in a.priors
-            for beta in a.scales
+            for beta in ([given[label]] if label in given else a.scales)
             if (run, label, beta) not in done and not a.table
         ]
         if not todo:
@@ -178,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for label in a.priors:
-        for beta in a.scales:
+        for beta in [given[label]] if label in given else a.scales:
             rs = [done[(run, label, beta)] for run in a.runs if (run, label, beta) in done]
             if rs:
                 fids = summarize([r["fid"] for r in rs]).format(2)
@@ -186,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {label} | {beta:g} | {len(rs)} | {fids} | {spreads} |")
     lines += ["", "Mean ± SE over the runs (generators); FID of the run's test-time chain."]
     recorded = read_results(a.out)
-    picked = chosen(done, recorded, a.priors, a.scales, a.runs, a.choose_on)
+    picked = chosen(done, recorded, a.priors, a.scales, a.runs, a.choose_on, given)
     ceilings = {run: recorded[(run, None)]["ceiling"] for run in a.runs if (run, None) in recorded}
     if picked and len(ceilings) == len(a.runs):
         betas = {
@@ -194,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             for label in a.priors
         }
         where = "the other runs" if a.choose_on is None else "the --choose-on runs"
+        if given:
+            where += " (" + ", ".join(f"{k} at {v:g}: --beta" for k, v in given.items()) + ")"
         lines += [
             "",
             f"Each run at the beta chosen on {where} (the best mean FID there, beta 1 "

@@ -55,7 +55,7 @@ def test_paired_verdicts(pog):
 
 
 @pytest.mark.filterwarnings("ignore:each stage lasts")
-def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
+def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
     runs = []
     for seed in (0, 1):
         cfg = resolve_config(None, None, [*TINY, "prior.kind=nce", f"train.seed={seed}"])
@@ -188,8 +188,32 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch):
         m.setattr(sharp, "load_run", lambda *a, **k: pytest.fail("loaded again"))
         assert sharp.main([*sargs[:-2], runs[0], "--choose-on", runs[1]]) == 0
     assert "chosen on the --choose-on runs" in (out / "sharpening.md").read_text()
-    assert sharp.main([*sargs, "--table"]) == 0
-    assert "Each run at the beta chosen on the other runs" in (out / "sharpening.md").read_text()
+    # A beta given (chosen elsewhere, recorded): every run at that beta, whatever scored best.
+    done = {(r["run"], r["label"], r["beta"]): r for r in rows}
+    given = sharp.chosen(
+        done, pog.read_results(out), ["adaptive-K2"], [], runs, given={"adaptive-K2": 3.0}
+    )
+    assert given == [
+        {"run": run, "label": "adaptive-K2", "fid": got[(run, 3.0)]["fid"], "beta": 3.0}
+        for run in runs
+    ]
+    with monkeypatch.context() as m:
+        m.setattr(sharp, "load_run", lambda *a, **k: pytest.fail("loaded again"))
+        assert (
+            sharp.main(
+                [str(out), "--priors", "adaptive-K2", "--runs", *runs, "--beta", "adaptive-K2=3"]
+            )
+            == 0
+        )
+    assert "(adaptive-K2 at 3: --beta)" in (out / "sharpening.md").read_text()
+    for bad, message in [
+        (["--beta", "adaptive-K2=x"], "expected LABEL=BETA with a number"),
+        (["--beta", "nce=2"], "LABEL must be one of --priors"),
+        ([], "give --scales, or a --beta for every prior"),
+    ]:
+        with pytest.raises(SystemExit):
+            sharp.main([str(out), "--priors", "adaptive-K2", "--runs", *runs, *bad])
+        assert message in capsys.readouterr().err
 
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):
