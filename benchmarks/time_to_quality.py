@@ -29,7 +29,10 @@ generator and its posterior from the prior's fit. Every snapshot gets the poster
 the spread of 4 chains per image, on the first ``--posterior-n`` test images) for the chains
 ``noise-L`` (the paper's, ``train.post_steps``), ``noise-K`` (``--warm-steps`` from noise) and,
 with an amortiser, ``amortised-K``: the last two spend the same generator evaluations.
-Runs and evaluations are resumable: rerunning the command skips what is done. The runs are
+Runs and evaluations are resumable: rerunning the command skips what is done, and
+``--recorded JSON...`` takes the seeds that earlier calls recorded (their
+``time_to_quality.json``, same settings) as they are, so seeds measured in several calls, or on
+machines whose runs are gone, make one table. The runs are
 trained first, then evaluated: run the training phase alone on the machine (the x axis is
 training wall time); once it prints "training done", other work may share the machine.
 
@@ -129,6 +132,47 @@ def gflop_at(cfg: Any, shape: tuple[int, int, int]) -> dict[int, float]:
         total += per[min(stage_of(i, iters, num_stages(cfg)), stages - 1)]
         if (i + 1) % keep == 0 or i + 1 == iters:
             out[i + 1] = total
+    return out
+
+
+def recorded_points(
+    files: list[Path], per_seed: dict[int, dict[str, Any]]
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The evaluated points of (variant, seed) runs that earlier calls recorded in their
+    ``time_to_quality.json`` ``files`` (their ``runs``), for the seeds and variants of
+    ``per_seed``: a seed recorded this way is neither trained nor evaluated again, so seeds
+    measured on a machine whose runs are gone still count.
+
+    Raises:
+        SystemExit: a file is missing or unreadable, or a recorded variant's configuration
+            differs from this call's (the seed aside).
+    """
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for path in files:
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --recorded {path}: cannot read it ({e})") from None
+        for v, r in results.items():
+            for seed_text, points in r.get("runs", {}).items():
+                seed = int(seed_text)
+                if seed not in per_seed or v not in per_seed[seed]:
+                    continue
+                want = config_to_dict(per_seed[seed][v])
+                got = copy.deepcopy(r["config"])
+                got["train"]["seed"] = want["train"]["seed"]
+                if got != want:
+                    diff = [
+                        f"{section}.{k}"
+                        for section, fields in want.items()
+                        for k in fields
+                        if got.get(section, {}).get(k) != fields[k]
+                    ]
+                    raise SystemExit(
+                        f"error: --recorded {path}: {v} was measured with other settings "
+                        f"({', '.join(diff)}); give this call the recorded call's --set and flags"
+                    )
+                out[(v, seed)] = points
     return out
 
 
@@ -433,6 +477,15 @@ def main(argv: list[str] | None = None) -> int:
         "while training) or training operations (any machine load)",
     )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--recorded",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="JSON",
+        help="time_to_quality.json files of earlier calls: their seeds' points are used as "
+        "recorded, not trained or evaluated again (same settings required)",
+    )
     a = ap.parse_args(argv)
     seeds = seed_list(None, a.seeds)
     overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
@@ -448,11 +501,14 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds
     }
     cfgs = per_seed[seeds[0]]
+    recorded = recorded_points(a.recorded, per_seed)
+    a.out.mkdir(parents=True, exist_ok=True)
     data = load_data(next(iter(cfgs.values())))
     extractor = classifier_features(data, progress=True)
     for seed, sc in per_seed.items():  # every run first: only training needs the machine alone
         for v, cfg in sc.items():
-            _trained(cfg, seed_dir(a.out, v, seed))
+            if (v, seed) not in recorded:
+                _trained(cfg, seed_dir(a.out, v, seed))
     print("time_to_quality: training done; evaluating the snapshots", file=sys.stderr)
     first = cfgs[a.variants[0]]
     shape, _ = dataset_info(first.data.name, first.data.size, first.data.holdout)
@@ -460,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     for v in cfgs:
         for seed in seeds:
-            points = _evaluated(
+            points = recorded.get((v, seed)) or _evaluated(
                 seed_dir(a.out, v, seed), a.fid_n, extractor, data, a.warm_steps, a.posterior_n
             )
             for p in points:

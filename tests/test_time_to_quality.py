@@ -93,7 +93,7 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:each stage lasts")
-def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path):
+def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, capsys):
     args = ["--out", str(tmp_path), "--variants", "noise", "amortised", "--warm-steps", "2"]
     args += ["--points", "2", "--fid-n", "100", "--posterior-n", "10", "--seeds", "2"]
     args += ["--x", "gflop", *(a for s in TINY for a in ("--set", s))]
@@ -123,3 +123,17 @@ def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path):
     assert "- amortised beats noise on recon at the end: **" in table
     assert "of noise's training operations (seeds 0, 1)" in table
     assert "mean ± standard error over 2 seeds" in table and "Criterion" in table
+
+    # The recorded seeds, in another folder with no runs: nothing trained or evaluated, the
+    # same table. Other settings: a clear error naming them.
+    other = tmp_path / "elsewhere"
+    again = [*args[2:], "--out", str(other), "--recorded", str(tmp_path / "time_to_quality.json")]
+    with monkeypatch.context() as m:
+        m.setattr(ttq, "fid", lambda *a, **k: pytest.fail("evaluated again"))
+        m.setattr(ttq, "train", lambda *a, **k: pytest.fail("trained again"))
+        assert ttq.main(again) == 0
+    assert json.loads((other / "time_to_quality.json").read_text()) == results
+    with pytest.raises(SystemExit, match=r"other settings \(train.lr\)"):
+        ttq.main([*again, "--set", "train.lr=0.123"])
+    with pytest.raises(SystemExit, match="cannot read it"):
+        ttq.main([*again[:-1], str(tmp_path / "missing.json")])
