@@ -219,12 +219,15 @@ def main(argv: list[str] | None = None) -> int:
             for label in a.priors
         }
         where = "the other runs" if a.choose_on is None else "the --choose-on runs"
+        how = f"chosen on {where} (the best mean FID there, beta 1 included)"
         if given:
-            where += " (" + ", ".join(f"{k} at {v:g}: --beta" for k, v in given.items()) + ")"
+            fixed = ", ".join(f"{k} {v:g}" for k, v in given.items())
+            how = f"given by --beta ({fixed})" + (
+                "" if set(given) == set(a.priors) else f", else {how}"
+            )
         lines += [
             "",
-            f"Each run at the beta chosen on {where} (the best mean FID there, beta 1 "
-            "included), by run: "
+            f"Each run at the beta {how}, by run: "
             + "; ".join(f"{label} {b}" for label, b in betas.items() if b)
             + ".",
         ]

@@ -205,7 +205,10 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
             )
             == 0
         )
-    assert "(adaptive-K2 at 3: --beta)" in (out / "sharpening.md").read_text()
+    assert (
+        "Each run at the beta given by --beta (adaptive-K2 3), by run"
+        in (out / "sharpening.md").read_text()
+    )
     for bad, message in [
         (["--beta", "adaptive-K2=x"], "expected LABEL=BETA with a number"),
         (["--beta", "nce=2"], "LABEL must be one of --priors"),
