@@ -66,6 +66,11 @@ def spread(prior: torch.nn.Module, z: torch.Tensor) -> float:
         return (prior.log_prob(z) - gaussian_log_prob(z)).std().item()
 
 
+def betas_of(label: str, scales: list[float], given: dict[str, float]) -> list[float]:
+    """The ``beta`` at which ``label`` is scored: the one ``given`` for it, else ``scales``."""
+    return [given[label]] if label in given else scales
+
+
 def chosen(
     done: dict,
     recorded: dict,
@@ -87,9 +92,10 @@ def chosen(
 
     def rows_of(label: str, among: list[str]) -> list[dict]:
         rows = []
-        betas = [given[label]] if label in given else scales
         for i, run in enumerate(among):
-            fids = {b: done.get((run, label, b), {}).get("fid") for b in betas}
+            fids = {
+                b: done.get((run, label, b), {}).get("fid") for b in betas_of(label, scales, given)
+            }
             fids.setdefault(1.0, recorded.get((run, label), {}).get("fid"))
             if None not in fids.values():
                 reports = {sharpen_key(b): {"value": v} for b, v in fids.items()}
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = [
             (label, beta)
             for label in a.priors
-            for beta in ([given[label]] if label in given else a.scales)
+            for beta in betas_of(label, a.scales, given)
             if (run, label, beta) not in done and not a.table
         ]
         if not todo:
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for label in a.priors:
-        for beta in [given[label]] if label in given else a.scales:
+        for beta in betas_of(label, a.scales, given):
             rs = [done[(run, label, beta)] for run in a.runs if (run, label, beta) in done]
             if rs:
                 fids = summarize([r["fid"] for r in rs]).format(2)
