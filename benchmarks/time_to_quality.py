@@ -135,6 +135,27 @@ def gflop_at(cfg: Any, shape: tuple[int, int, int]) -> dict[int, float]:
     return out
 
 
+def _recorded_runs(path: Path) -> list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]]:
+    """``(variant, seed, config, points)`` of every run in an earlier call's
+    ``time_to_quality.json``.
+
+    Raises:
+        SystemExit: the file is missing, unreadable or not of that shape.
+    """
+    try:
+        results = json.loads(path.read_text())
+        return [
+            (v, int(seed), r["config"], list(points))
+            for v, r in results.items()
+            for seed, points in r["runs"].items()
+        ]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SystemExit(
+            f"error: --recorded {path}: cannot read it as a time_to_quality.json "
+            f"({type(e).__name__}: {e})"
+        ) from None
+
+
 def recorded_points(
     files: list[Path], per_seed: dict[int, dict[str, Any]]
 ) -> dict[tuple[str, int], list[dict[str, Any]]]:
@@ -144,35 +165,35 @@ def recorded_points(
     measured on a machine whose runs are gone still count.
 
     Raises:
-        SystemExit: a file is missing or unreadable, or a recorded variant's configuration
-            differs from this call's (the seed aside).
+        SystemExit: a file is missing, unreadable or holds none of this call's runs, or a
+            recorded variant's configuration differs from this call's (the seed aside).
     """
     out: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for path in files:
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"error: --recorded {path}: cannot read it ({e})") from None
-        for v, r in results.items():
-            for seed_text, points in r.get("runs", {}).items():
-                seed = int(seed_text)
-                if seed not in per_seed or v not in per_seed[seed]:
-                    continue
-                want = config_to_dict(per_seed[seed][v])
-                got = copy.deepcopy(r["config"])
-                got["train"]["seed"] = want["train"]["seed"]
-                if got != want:
-                    diff = [
-                        f"{section}.{k}"
-                        for section, fields in want.items()
-                        for k in fields
-                        if got.get(section, {}).get(k) != fields[k]
-                    ]
-                    raise SystemExit(
-                        f"error: --recorded {path}: {v} was measured with other settings "
-                        f"({', '.join(diff)}); give this call the recorded call's --set and flags"
-                    )
-                out[(v, seed)] = points
+        found = 0
+        for v, seed, config, points in _recorded_runs(path):
+            if seed not in per_seed or v not in per_seed[seed]:
+                continue
+            want = config_to_dict(per_seed[seed][v])
+            got = copy.deepcopy(config)
+            got.get("train", {})["seed"] = want["train"]["seed"]
+            if got != want:
+                diff = [
+                    f"{section}.{k}"
+                    for section, fields in want.items()
+                    for k in fields
+                    if got.get(section, {}).get(k) != fields[k]
+                ]
+                raise SystemExit(
+                    f"error: --recorded {path}: {v} was measured with other settings "
+                    f"({', '.join(diff)}); give this call the recorded call's --set and flags"
+                )
+            out[(v, seed)] = points
+            found += 1
+        if not found:
+            raise SystemExit(
+                f"error: --recorded {path}: it holds none of this call's seeds and variants"
+            )
     return out
 
 

@@ -135,5 +135,9 @@ def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, c
     assert json.loads((other / "time_to_quality.json").read_text()) == results
     with pytest.raises(SystemExit, match=r"other settings \(train.lr\)"):
         ttq.main([*again, "--set", "train.lr=0.123"])
-    with pytest.raises(SystemExit, match="cannot read it"):
-        ttq.main([*again[:-1], str(tmp_path / "missing.json")])
+    (tmp_path / "tampered.json").write_text('{"noise": {"runs": 3}}')
+    for name in ("missing.json", "tampered.json"):
+        with pytest.raises(SystemExit, match=r"cannot read it as a time_to_quality\.json"):
+            ttq.main([*again[:-1], str(tmp_path / name)])
+    with pytest.raises(SystemExit, match="holds none of this call's seeds"):
+        ttq.main([*again, "--seeds", "5", "6"])
