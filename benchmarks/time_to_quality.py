@@ -58,11 +58,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from latent_ebm.arguments import seed_list
-from latent_ebm.config import apply_overrides, config_to_dict, num_stages, resolve_config
+from latent_ebm.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    num_stages,
+    resolve_config,
+)
 from latent_ebm.data import dataset_info
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation import fid, fid_at, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.experiments import SCALES, iteration_flops
+from latent_ebm.experiments.reproduction import config_difference
 from latent_ebm.experiments.stats import CRITERION, beats, summarize
 from latent_ebm.priors.base import stage_of
 from latent_ebm.refit import aggregate_posterior, own_chain
@@ -135,9 +143,9 @@ def gflop_at(cfg: Any, shape: tuple[int, int, int]) -> dict[int, float]:
     return out
 
 
-def _recorded_runs(path: Path) -> list[tuple[str, int, dict[str, Any], list[dict[str, Any]]]]:
+def _recorded_runs(path: Path) -> list[tuple[str, int, Any, list[dict[str, Any]]]]:
     """``(variant, seed, config, points)`` of every run in an earlier call's
-    ``time_to_quality.json``.
+    ``time_to_quality.json`` (the config of its first seed, as recorded).
 
     Raises:
         SystemExit: the file is missing, unreadable or not of that shape.
@@ -145,11 +153,11 @@ def _recorded_runs(path: Path) -> list[tuple[str, int, dict[str, Any], list[dict
     try:
         results = json.loads(path.read_text())
         return [
-            (v, int(seed), r["config"], list(points))
+            (v, int(seed), config_from_dict(r["config"]), list(points))
             for v, r in results.items()
             for seed, points in r["runs"].items()
         ]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, LatentEBMError) as e:
         raise SystemExit(
             f"error: --recorded {path}: cannot read it as a time_to_quality.json "
             f"({type(e).__name__}: {e})"
@@ -166,31 +174,23 @@ def recorded_points(
 
     Raises:
         SystemExit: a file is missing, unreadable or holds none of this call's runs, or a
-            recorded variant's configuration differs from this call's (the seed aside).
+            recorded variant's configuration differs from this call's (the seed aside; as
+            ``reproduce`` compares a run's config, :func:`config_difference`).
     """
     out: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for path in files:
-        found = 0
-        for v, seed, config, points in _recorded_runs(path):
+        before = len(out)
+        for v, seed, cfg, points in _recorded_runs(path):
             if seed not in per_seed or v not in per_seed[seed]:
                 continue
-            want = config_to_dict(per_seed[seed][v])
-            got = copy.deepcopy(config)
-            got.get("train", {})["seed"] = want["train"]["seed"]
-            if got != want:
-                diff = [
-                    f"{section}.{k}"
-                    for section, fields in want.items()
-                    for k in fields
-                    if got.get(section, {}).get(k) != fields[k]
-                ]
+            cfg.train.seed = seed
+            if diff := config_difference(cfg, per_seed[seed][v]):
                 raise SystemExit(
-                    f"error: --recorded {path}: {v} was measured with other settings "
-                    f"({', '.join(diff)}); give this call the recorded call's --set and flags"
+                    f"error: --recorded {path}: {v} was measured with other settings ({diff}); "
+                    "give this call the recorded call's --set and flags"
                 )
             out[(v, seed)] = points
-            found += 1
-        if not found:
+        if len(out) == before:
             raise SystemExit(
                 f"error: --recorded {path}: it holds none of this call's seeds and variants"
             )
@@ -537,9 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     for v in cfgs:
         for seed in seeds:
-            points = recorded.get((v, seed)) or _evaluated(
-                seed_dir(a.out, v, seed), a.fid_n, extractor, data, a.warm_steps, a.posterior_n
-            )
+            if (v, seed) in recorded:
+                points = recorded[(v, seed)]
+            else:
+                points = _evaluated(
+                    seed_dir(a.out, v, seed), a.fid_n, extractor, data, a.warm_steps, a.posterior_n
+                )
             for p in points:
                 p["gflop"] = gflop[v][p["iteration"]]
             runs.setdefault(v, []).append(points)

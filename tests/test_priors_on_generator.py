@@ -217,6 +217,8 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             sharp.main([str(out), "--priors", "adaptive-K2", "--runs", *runs, *bad])
         assert message in capsys.readouterr().err
+    assert sharp.main([*sargs, "--table"]) == 0
+    assert "Each run at the beta chosen on the other runs" in (out / "sharpening.md").read_text()
 
 
 def test_stage_figure_points(pog, tmp_path, monkeypatch):

@@ -133,7 +133,9 @@ def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, c
         m.setattr(ttq, "train", lambda *a, **k: pytest.fail("trained again"))
         assert ttq.main(again) == 0
     assert json.loads((other / "time_to_quality.json").read_text()) == results
-    with pytest.raises(SystemExit, match=r"other settings \(train.lr\)"):
+    with pytest.raises(
+        SystemExit, match=r"other settings \(train\.lr is 0\.0003 there, 0\.123 here\)"
+    ):
         ttq.main([*again, "--set", "train.lr=0.123"])
     (tmp_path / "tampered.json").write_text('{"noise": {"runs": 3}}')
     for name in ("missing.json", "tampered.json"):

@@ -67,7 +67,7 @@ class Reproduction:
     png_path: Path | None = None  # stages/adaptive: the figure of Table 3 (experiments.figures)
 
 
-def _config_difference(old: Config, new: Config) -> str | None:
+def config_difference(old: Config, new: Config) -> str | None:
     """The first field (not in ``IGNORED_FIELDS``) where two configs differ, in words; else None."""
     a, b = config_to_dict(old), config_to_dict(new)
     for section, fields in b.items():
@@ -84,7 +84,7 @@ def _train(
     """Train, resume or skip the run in ``run_dir``; return its final checkpoint."""
     iters = run.cfg.train.iters
     if (run_dir / CONFIG).exists():
-        diff = _config_difference(load_config(run_dir / CONFIG), run.cfg)
+        diff = config_difference(load_config(run_dir / CONFIG), run.cfg)
         if diff is not None:
             raise LatentEBMError(
                 f"{run_dir} holds a run with another config ({diff}); choose another --out "
