@@ -32,7 +32,8 @@ with an amortiser, ``amortised-K``: the last two spend the same generator evalua
 Runs and evaluations are resumable: rerunning the command skips what is done, and
 ``--recorded JSON...`` takes the seeds that earlier calls recorded (their
 ``time_to_quality.json``, same settings) as they are, so seeds measured in several calls, or on
-machines whose runs are gone, make one table. The runs are
+machines whose runs are gone, make one table (``--seed S`` runs seed S alone, for one process
+per seed). The runs are
 trained first, then evaluated: run the training phase alone on the machine (the x axis is
 training wall time); once it prints "training done", other work may share the machine.
 
@@ -487,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=8, help="snapshots evaluated per run")
     ap.add_argument("--fid-n", type=int, default=5000)
     ap.add_argument("--posterior-n", type=int, default=200, help="test images of the posterior")
+    ap.add_argument("--seed", type=int, help="one seed S (default 0)")
     ap.add_argument(
         "--seeds", type=int, nargs="+", metavar="N", help="N: seeds 0..N-1; several: those"
     )
@@ -508,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         "recorded, not trained or evaluated again (same settings required)",
     )
     a = ap.parse_args(argv)
-    seeds = seed_list(None, a.seeds)
+    try:
+        seeds = seed_list(a.seed, a.seeds)
+    except LatentEBMError as e:
+        raise SystemExit(f"error: {e}") from None
     overrides = a.set + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
     per_seed = {
         seed: configs(

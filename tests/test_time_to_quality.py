@@ -94,9 +94,10 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.filterwarnings("ignore:each stage lasts")
 def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, capsys):
-    args = ["--out", str(tmp_path), "--variants", "noise", "amortised", "--warm-steps", "2"]
-    args += ["--points", "2", "--fid-n", "100", "--posterior-n", "10", "--seeds", "2"]
-    args += ["--x", "gflop", *(a for s in TINY for a in ("--set", s))]
+    common = ["--variants", "noise", "amortised", "--warm-steps", "2", "--points", "2"]
+    common += ["--fid-n", "100", "--posterior-n", "10", "--x", "gflop"]
+    common += [a for s in TINY for a in ("--set", s)]
+    args = ["--out", str(tmp_path), *common, "--seeds", "2"]
     assert ttq.main(args) == 0
     results = json.loads((tmp_path / "time_to_quality.json").read_text())
     for variant in ("noise", "amortised"):
@@ -143,3 +144,17 @@ def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, c
             ttq.main([*again[:-1], str(tmp_path / name)])
     with pytest.raises(SystemExit, match="holds none of this call's seeds"):
         ttq.main([*again, "--seeds", "5", "6"])
+
+    # One seed alone (one process per seed): the same runs and measurements as in the 2-seed
+    # call (the wall time aside).
+    alone = tmp_path / "alone"
+    seed1 = ["--out", str(alone), *common, "--seed", "1"]
+    assert ttq.main(seed1) == 0
+    one = json.loads((alone / "time_to_quality.json").read_text())
+    for variant in ("noise", "amortised"):
+        assert one[variant]["seeds"] == [1] and list(one[variant]["runs"]) == ["1"]
+        for p, q in zip(one[variant]["runs"]["1"], results[variant]["runs"]["1"], strict=True):
+            assert {**p, "minutes": 0} == {**q, "minutes": 0}
+        assert load_run(alone / f"{variant}-seed1")[0].train.seed == 1
+    with pytest.raises(SystemExit, match=r"give --seed S .* or --seeds, not both"):
+        ttq.main([*seed1, "--seeds", "2"])
