@@ -91,11 +91,9 @@ def chosen(
     given = given or {}
 
     def rows_of(label: str, among: list[str]) -> list[dict]:
-        rows = []
+        rows, betas = [], betas_of(label, scales, given)
         for i, run in enumerate(among):
-            fids = {
-                b: done.get((run, label, b), {}).get("fid") for b in betas_of(label, scales, given)
-            }
+            fids = {b: done.get((run, label, b), {}).get("fid") for b in betas}
             fids.setdefault(1.0, recorded.get((run, label), {}).get("fid"))
             if None not in fids.values():
                 reports = {sharpen_key(b): {"value": v} for b, v in fids.items()}
