@@ -36,9 +36,15 @@ EXIT_INTERRUPTED = 130
 
 
 def _check_config_file(path: Path) -> None:
-    """``--config`` names a readable text file."""
+    """``--config`` names a readable text file (read up to the size limit of a config file,
+    :data:`latent_ebm.config.MAX_CONFIG_BYTES`; a larger one is resolve_config's message)."""
+    from latent_ebm.config import MAX_CONFIG_BYTES
+
     try:
-        path.read_bytes().decode("utf-8")
+        with path.open("rb") as f:  # never whole: /dev/zero or a huge file ends at the limit
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) <= MAX_CONFIG_BYTES:
+            raw.decode("utf-8")
     except FileNotFoundError:
         return  # resolve_config's message
     except (OSError, UnicodeDecodeError) as e:

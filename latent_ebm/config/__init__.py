@@ -6,14 +6,16 @@ the dataclass defaults, a named preset (``latent_ebm/configs/<name>.yaml``), a u
 (``--config``), and ``section.field=value`` overrides (``--set``).
 
 The package: :mod:`~latent_ebm.config.schema` (the fields), :mod:`~latent_ebm.config.io`
-(presets, YAML, overrides) and :mod:`~latent_ebm.config.validation`.
+(presets, YAML without aliases, overrides) and :mod:`~latent_ebm.config.validation`.
 """
 
 from __future__ import annotations
 
 from latent_ebm.config.io import (
+    MAX_CONFIG_BYTES,
     PRESETS,
     apply_overrides,
+    clip,
     config_from_dict,
     config_to_dict,
     keep_holdout_snapshots,
@@ -41,6 +43,7 @@ from latent_ebm.config.validation import (
 
 __all__ = [
     "COMPILE_MODES",
+    "MAX_CONFIG_BYTES",
     "PRESETS",
     "SEED_LIMIT",
     "Config",
@@ -52,6 +55,7 @@ __all__ = [
     "apply_overrides",
     "check_device",
     "check_seed",
+    "clip",
     "config_from_dict",
     "config_to_dict",
     "keep_holdout_snapshots",

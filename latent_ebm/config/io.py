@@ -1,4 +1,11 @@
-"""Configurations in and out: presets, YAML files, ``--set`` overrides, ``config.yaml``."""
+"""Configurations in and out: presets, YAML files, ``--set`` overrides, ``config.yaml``.
+
+Every YAML text from the user or a run directory (``--config``, ``config.yaml``, ``--set``
+values) is read by one loader (:func:`parse_yaml`): ``yaml.safe_load`` without aliases (a
+351-byte "billion laughs" file expands to gigabytes through them), at most
+:data:`MAX_YAML_DEPTH` levels deep, from a file of at most :data:`MAX_CONFIG_BYTES`. Errors
+quote the input clipped to :data:`QUOTE_LIMIT` characters (:func:`clip`).
+"""
 
 from __future__ import annotations
 
@@ -15,16 +22,93 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.files import write_atomic
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
     "PRESETS",
+    "QUOTE_LIMIT",
+    "YAMLRefused",
     "apply_overrides",
+    "clip",
     "config_from_dict",
     "config_to_dict",
     "keep_holdout_snapshots",
     "load_config",
     "load_preset",
+    "parse_yaml",
     "resolve_config",
     "save_config",
 ]
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few kB; a larger one is not a config
+MAX_YAML_DEPTH = 16  # nesting levels of a YAML text (a config has 2; a --set value 0 or 1)
+QUOTE_LIMIT = 200  # characters of the input an error message quotes
+_MAX_STRING = 4096  # characters of a string field (a path: PATH_MAX)
+
+
+def clip(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``str(text)`` cut to ``limit`` characters (with how long it was), for error messages: a
+    value or key quoted from the input never makes a long line."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+class YAMLRefused(Exception):
+    """A YAML text that :func:`parse_yaml` refuses to build: an alias, too deep a nesting, or a
+    scalar Python cannot convert. The message says why, without quoting the text."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``, and so merge keys ``<<: *name``) and
+    nesting deeper than :data:`MAX_YAML_DEPTH`, before anything is built: an alias makes a
+    node stand for a copy of another, so a few of them expand without bound."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        where = f"line {event.start_mark.line + 1}" if event.start_mark else "the text"
+        if isinstance(event, yaml.AliasEvent):
+            raise YAMLRefused(
+                f"it uses the YAML alias *{clip(event.anchor, 40)} ({where}); write the value "
+                f"out in full (aliases are refused: they can expand without bound)"
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise YAMLRefused(f"it nests deeper than {MAX_YAML_DEPTH} levels ({where})")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_yaml(text: str) -> Any:
+    """The value of a YAML text, as ``yaml.safe_load`` builds it, but without aliases.
+
+    Raises:
+        YAMLRefused: an alias, nesting deeper than :data:`MAX_YAML_DEPTH`, or a scalar that
+            cannot be converted (an integer of thousands of digits, a date such as 2001-13-45).
+        yaml.YAMLError: not valid YAML.
+    """
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except (ValueError, OverflowError, RecursionError) as e:  # raised while building a scalar
+        reason = " ".join(str(e).split(";")[0].split()) or type(e).__name__
+        raise YAMLRefused(f"it holds a value YAML cannot convert ({clip(reason, 120)})") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML syntax error in one short line: the problem and where."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return clip(" ".join(e.problem.split()), 120) + where
+    return clip((str(e).splitlines() or ["syntax error"])[0], 120)
 
 
 def _preset_dir() -> Path:
@@ -54,7 +138,13 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             pass
     if (isinstance(value, bool) and base is not bool) or not isinstance(value, base):
         raise LatentEBMError(
-            f"config field '{name}' must be {base.__name__}, got {value!r} ({type(value).__name__})"
+            f"config field '{name}' must be {base.__name__}, got {clip(repr(value))} "
+            f"({type(value).__name__})"
+        )
+    if isinstance(value, str) and len(value) > _MAX_STRING:
+        raise LatentEBMError(
+            f"config field '{name}' is a string of {len(value):,} characters (at most "
+            f"{_MAX_STRING:,}): {clip(repr(value))}"
         )
     return value
 
@@ -63,14 +153,14 @@ def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
     """Build a config from a nested dict of overrides on ``base`` (default: the defaults).
 
     Unknown sections or fields and values of the wrong type raise ``LatentEBMError`` naming
-    the field.
+    the field (keys and values quoted at most :data:`QUOTE_LIMIT` characters long).
     """
     cfg = dataclasses.replace(base) if base is not None else Config()
     hints = typing.get_type_hints(Config)
     for section, values in (d or {}).items():
         if section not in hints:
             known = ", ".join(hints)
-            raise LatentEBMError(f"unknown config section '{section}' (known: {known})")
+            raise LatentEBMError(f"unknown config section '{clip(section, 60)}' (known: {known})")
         if not isinstance(values, dict):
             raise LatentEBMError(f"config section '{section}' must be a mapping of fields")
         sub = dataclasses.replace(getattr(cfg, section))
@@ -79,7 +169,8 @@ def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
             if key not in sub_hints:
                 known = ", ".join(sub_hints)
                 raise LatentEBMError(
-                    f"unknown config field '{section}.{key}' (fields of '{section}': {known})"
+                    f"unknown config field '{section}.{clip(key, 60)}' "
+                    f"(fields of '{section}': {known})"
                 )
             setattr(sub, key, _coerce(f"{section}.{key}", value, sub_hints[key]))
         setattr(cfg, section, sub)
@@ -87,8 +178,22 @@ def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping of a YAML config file (``--config``, a run's ``config.yaml``, a preset).
+
+    Raises:
+        LatentEBMError: missing, unreadable, larger than :data:`MAX_CONFIG_BYTES`, not UTF-8
+            text, not valid YAML, refused by :func:`parse_yaml` (aliases, depth), or not a
+            mapping.
+    """
     try:
-        d = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:  # at most one byte past the limit: /dev/zero ends too
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise LatentEBMError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes: it is not a "
+                f"latent-ebm config (those are a few kB); check the path"
+            )
+        d = parse_yaml(raw.decode("utf-8"))
     except FileNotFoundError:
         raise LatentEBMError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -97,14 +202,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise LatentEBMError(f"config file {path} is not a text (YAML) file") from None
     except OSError as e:
         raise LatentEBMError(f"config file {path} is unreadable ({e.strerror or e})") from None
+    except YAMLRefused as e:
+        raise LatentEBMError(f"config file {path} is refused: {e}") from None
     except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise LatentEBMError(f"config file {path} is not valid YAML: {first}") from None
+        raise LatentEBMError(f"config file {path} is not valid YAML: {_yaml_problem(e)}") from None
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise LatentEBMError(f"config file {path} must hold a mapping of sections")
     return d
+
+
+def _from_file(path: Path, d: dict[str, Any], base: Config | None = None) -> Config:
+    """:func:`config_from_dict` of a file's mapping; its errors name the file."""
+    try:
+        return config_from_dict(d, base)
+    except LatentEBMError as e:
+        raise LatentEBMError(f"config file {path}: {e}") from None
 
 
 def load_preset(name: str) -> Config:
@@ -115,15 +229,23 @@ def load_preset(name: str) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.field=value`` strings; values are parsed as YAML scalars."""
+    """Apply ``section.field=value`` strings; values are parsed as YAML (:func:`parse_yaml`;
+    text that is not valid YAML is taken as a string).
+
+    Raises:
+        LatentEBMError: not ``section.field=value``, a value :func:`parse_yaml` refuses
+            (aliases, depth), or an unknown or ill-typed field (input quoted clipped).
+    """
     nested: dict[str, dict[str, Any]] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or key.count(".") != 1:
-            raise LatentEBMError(f"--set expects section.field=value, got '{item}'")
+            raise LatentEBMError(f"--set expects section.field=value, got '{clip(item)}'")
         section, name = key.strip().split(".")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
+        except YAMLRefused as e:
+            raise LatentEBMError(f"--set {clip(key, 100)} is refused: {e}") from None
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
@@ -139,7 +261,7 @@ def resolve_config(
     then :func:`keep_holdout_snapshots`."""
     cfg = load_preset(preset) if preset else Config()
     if config_file is not None:
-        cfg = config_from_dict(_read_yaml(Path(config_file)), cfg)
+        cfg = _from_file(Path(config_file), _read_yaml(Path(config_file)), cfg)
     return keep_holdout_snapshots(apply_overrides(cfg, list(overrides)))
 
 
@@ -174,7 +296,7 @@ def load_config(path: str | Path) -> Config:
     for (section, key), value in _ABSENT_MEANS.items():
         if isinstance(d.get(section), dict) and key not in d[section]:
             d[section] = {**d[section], key: value}
-    return config_from_dict(_old_warm_steps(d))
+    return _from_file(Path(path), _old_warm_steps(d))
 
 
 def _old_warm_steps(d: dict[str, Any]) -> dict[str, Any]:
