@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -15,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["UnsafeFileError", "load_weights", "save_atomic", "write_atomic"]
+__all__ = ["UnsafeFileError", "WeightsFileError", "load_weights", "save_atomic", "write_atomic"]
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -64,7 +66,18 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     write_atomic(path, write)
 
 
-class UnsafeFileError(Exception):
+class WeightsFileError(Exception):
+    """A file that :func:`load_weights` cannot read as a ``torch.save`` file of tensors and
+    plain values (damaged, truncated, empty, a folder, another format). The message names the
+    file, says what is wrong (:attr:`reason`) and asks for a good copy; it never relays torch's
+    advice to load with ``weights_only=False``, which would let the file run code."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # what is wrong, without the file's name
+
+
+class UnsafeFileError(WeightsFileError):
     """A ``torch.save`` file holds something other than tensors and plain values: loading it
     could run code, so :func:`load_weights` refused it."""
 
@@ -88,19 +101,73 @@ def load_weights(path: str | Path) -> Any:
     nothing in the file can run code.
 
     Raises:
+        FileNotFoundError: no file at ``path``.
         UnsafeFileError: the file names any other class or function (e.g. an object whose
             unpickling calls ``os.system``); nothing of it ran.
-        FileNotFoundError, OSError, RuntimeError, ...: a missing, truncated or foreign file.
+        WeightsFileError: any other file it cannot read (a folder, unreadable, empty,
+            truncated, a pickle of another protocol or program, not a torch file): one line
+            that says what is wrong.
     """
     try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols: its reason is ours
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if not found:  # a corrupt file, not a foreign object
-            raise
-        raise UnsafeFileError(
-            f"{path} refused: it holds a reference to {found.group(1)}, and loading it could "
-            "run code (latent-ebm files hold only tensors and plain values); use files "
-            "from sources you trust, written by latent-ebm"
-        ) from None
+        if found:
+            reason = f"it holds a reference to {found.group(1)}, and loading it could run code"
+            raise UnsafeFileError(
+                f"{path} refused: {reason} (latent-ebm files hold only tensors and plain "
+                "values); use files from sources you trust, written by latent-ebm",
+                reason,
+            ) from None
+        reason = _reason(e)
+    except OSError as e:  # a folder, no permission, an I/O error
+        reason = f"it cannot be read: {e.strerror or _first_sentence(e)}"
+    except Exception as e:  # a truncated or foreign file fails in many ways inside torch
+        reason = _reason(e)
+    raise WeightsFileError(
+        f"{path} is not a weights file latent-ebm can read ({reason}); replace it with a good copy",
+        reason,
+    )
+
+
+def _first_sentence(e: BaseException) -> str:
+    """The first sentence of an exception's message on one line, clipped; never torch's advice
+    (its sentences on ``weights_only`` are dropped)."""
+    text = " ".join(str(e).split())
+    sentences = [s for s in re.split(r"(?<=[.;])\s+", text) if s]
+    kept = [s for s in sentences if not _ADVICE.search(s)]
+    first = (kept[0] if kept else "").rstrip(".;") or type(e).__name__
+    return first if len(first) <= 150 else first[:150] + "..."
+
+
+# Sentences of torch's messages that advise what latent-ebm must never do, or are not about
+# the file.
+_ADVICE = re.compile(r"weights_only|file an issue|trusted source|documentation|PyTorch 2\.6", re.I)
+
+
+def _reason(e: BaseException) -> str:
+    """What is wrong with a file that ``torch.load(weights_only=True)`` raised ``e`` for."""
+    text = " ".join(str(e).split())
+    unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+    if unpickler:  # the safe unpickler met an instruction it does not know
+        detail = unpickler.group(1).strip().rstrip(".")[:150]
+        opcode = re.fullmatch(r"Unsupported operand (\d+)", detail)
+        op = pickletools.code2op.get(chr(int(opcode.group(1)))) if opcode else None
+        if op is not None:
+            detail = f"the {op.name} instruction of pickle protocol {op.proto}"
+        return (
+            f"its pickle uses {detail}, which the safe loader refuses; latent-ebm writes "
+            "pickle protocol 2"
+        )
+    if isinstance(e, EOFError):
+        return "it is empty or cut short"
+    if "zip archive" in text:
+        return f"a truncated or damaged zip archive ({_first_sentence(e)})"
+    if "magic number" in text or isinstance(e, pickle.UnpicklingError | KeyError):
+        return f"not a torch.save file ({type(e).__name__}: {_first_sentence(e)})"
+    return f"{type(e).__name__}: {_first_sentence(e)}"

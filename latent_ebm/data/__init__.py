@@ -35,7 +35,14 @@ from dataclasses import dataclass
 
 from latent_ebm.data import sources
 from latent_ebm.data.cache import USER_CACHE
-from latent_ebm.data.dataset import Dataset, holdout_split, to_float, to_uint8
+from latent_ebm.data.dataset import (
+    SPLIT_KEYS,
+    Dataset,
+    array_problem,
+    holdout_split,
+    to_float,
+    to_uint8,
+)
 from latent_ebm.data.sources import CELEBA_TRAIN
 from latent_ebm.errors import LatentEBMError
 
@@ -70,6 +77,8 @@ class DatasetSpec:
         resizable: Whether the images are resized on loading (any ``size`` may be asked for).
         num_train: Training images of the published split; ``None`` when only the files tell.
         system_dir: A folder where a system package installs the files, if any.
+        classes: Labels are ``0..classes-1``; ``None`` when only the files tell (a folder's
+            subfolders).
     """
 
     name: str
@@ -79,11 +88,12 @@ class DatasetSpec:
     resizable: bool = False
     num_train: int | None = None
     system_dir: pathlib.Path | None = None
+    classes: int | None = None
 
 
 _SPECS = (
-    DatasetSpec("digits", sources.load_digits, channels=1, size=8, num_train=1437),
-    DatasetSpec("mnist", sources.load_mnist, channels=1, size=28, num_train=60_000),
+    DatasetSpec("digits", sources.load_digits, channels=1, size=8, num_train=1437, classes=10),
+    DatasetSpec("mnist", sources.load_mnist, channels=1, size=28, num_train=60_000, classes=10),
     DatasetSpec(
         "fashion-mnist",
         sources.load_fashion_mnist,
@@ -91,11 +101,18 @@ _SPECS = (
         size=28,
         num_train=60_000,
         system_dir=pathlib.Path("/usr/share/datasets/fashion-mnist"),
+        classes=10,
     ),
-    DatasetSpec("svhn", sources.load_svhn, channels=3, size=32, num_train=73_257),
-    DatasetSpec("cifar10", sources.load_cifar10, channels=3, size=32, num_train=50_000),
+    DatasetSpec("svhn", sources.load_svhn, channels=3, size=32, num_train=73_257, classes=10),
+    DatasetSpec("cifar10", sources.load_cifar10, channels=3, size=32, num_train=50_000, classes=10),
     DatasetSpec(
-        "celeba", sources.load_celeba, channels=3, size=64, resizable=True, num_train=CELEBA_TRAIN
+        "celeba",
+        sources.load_celeba,
+        channels=3,
+        size=64,
+        resizable=True,
+        num_train=CELEBA_TRAIN,
+        classes=1,  # unlabelled: every label 0
     ),
     # CelebA-HQ: 90% of its 30,000 images (the image-folder split).
     DatasetSpec(
@@ -110,7 +127,8 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 def _spec(name: str) -> DatasetSpec:
     """The record of ``name``; an unknown name is a :class:`LatentEBMError` listing the choices."""
     if name not in DATASETS:
-        raise LatentEBMError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+        shown = name if len(name) <= 60 else f"{name[:60]}..."
+        raise LatentEBMError(f"unknown data set {shown!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -150,7 +168,9 @@ def load_dataset(
             sets have a fixed size: only ``None`` or their own size is accepted.
 
     Raises:
-        LatentEBMError: unknown name, a bad size, or a missing or corrupt file.
+        LatentEBMError: unknown name, a bad size, a missing or corrupt file, or files that
+            load to arrays the set's record refuses (:func:`array_problem`: image shape,
+            channels, labels out of ``0..classes-1``, an empty split).
     """
     root = resolve_data_dir(name, data_dir)
     spec = DATASETS[name]
@@ -163,6 +183,16 @@ def load_dataset(
                 f"unset (data.size) or set it to {spec.size}"
             )
     data = spec.loader(root, download, size or spec.size)
+    # What any loader returns must agree with the record, so that training and evaluation
+    # never meet another shape or label range than the config was checked against.
+    channels = (1, spec.channels) if spec.resizable else (spec.channels,)  # grey folders: 1
+    arrays = {key: getattr(data, key).numpy() for key in SPLIT_KEYS}
+    problem = array_problem(arrays, channels=channels, size=size or spec.size, classes=spec.classes)
+    if problem is not None:
+        raise LatentEBMError(
+            f"the {name} data in {root} is not a valid {name} data set ({problem}); replace "
+            f"its files with good copies"
+        )
     return data if holdout is None else holdout_split(data, holdout)
 
 

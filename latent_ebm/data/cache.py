@@ -5,8 +5,9 @@ trained FID classifiers (:mod:`latent_ebm.evaluation.classifier`, a ``.pt`` in t
 folder). Both go through :func:`load_or_build`, whose policy is:
 
 - **where**: the cache's own path first, then its fallback (if any) in the cache folder;
-- **valid**: the reader accepts the file (same source fingerprint, settings and format);
-  otherwise the value is rebuilt and the file overwritten;
+- **valid**: the reader accepts the file (same source fingerprint, settings and format, and
+  a value that agrees with what the set must hold); otherwise the value is rebuilt and the
+  file overwritten (a value that disagrees, with a warning: someone wrote that file);
 - **damaged**: a file the reader cannot parse is rebuilt (quietly or with a warning);
 - **fallback**: when the path's folder is not writable, the fallback is written, with a warning;
 - **atomic**: written through :func:`latent_ebm.files.write_atomic`; a write that fails is a
@@ -26,11 +27,13 @@ import json
 import os
 import pathlib
 import warnings
+import zipfile
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
 import numpy as np
 
+from latent_ebm.data.dataset import SPLIT_KEYS
 from latent_ebm.data.images import image_file_stats
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.files import write_atomic
@@ -47,7 +50,6 @@ __all__ = [
 CACHE_ENV_VAR = "LATENT_EBM_CACHE"
 USER_CACHE = pathlib.Path("~/.cache/latent-ebm")  # expanded when used: $HOME may change
 _CACHE_VERSION = 1  # bump when decoding changes: older array caches are rebuilt
-_SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 T = TypeVar("T")
 
@@ -144,17 +146,39 @@ def fingerprint(path: str | os.PathLike) -> list[Any] | None:
         raise LatentEBMError(f"could not read {path} ({one_line(exc)})") from None
 
 
-def _read_arrays(path: pathlib.Path, key: str) -> dict[str, np.ndarray] | None:
-    """The arrays of a cache file whose fingerprint is ``key``; ``None`` when stale or of another
-    layout. A damaged file raises (zip CRCs catch flipped bytes)."""
-    with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
-        if str(z["fingerprint"]) != key:
-            return None
-        arrays = {k: z[k] for k in _SPLIT_KEYS}
+_Check = Callable[[dict[str, np.ndarray]], str | None]  # arrays -> what is wrong, or None
+
+
+def _read_arrays(
+    path: pathlib.Path, key: str, check: _Check | None, what: str
+) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file whose fingerprint is ``key``; ``None`` when stale, of another
+    layout or (with a warning) when ``check`` finds them wrong. A damaged file raises (zip CRCs
+    catch flipped bytes), and so does one whose members are compressed or claim more bytes
+    than the file holds (``np.savez`` stores them as they are), before any array is read."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        with zipfile.ZipFile(f) as archive:
+            members = archive.infolist()
+        stored = all(m.compress_type == zipfile.ZIP_STORED for m in members)
+        if not stored or sum(m.file_size for m in members) > size:
+            raise ValueError("its members are compressed or claim more bytes than it holds")
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != key:
+                return None
+            arrays = {k: z[k] for k in SPLIT_KEYS}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if x.dtype != np.uint8 or x.ndim != 4 or y.dtype != np.int64 or y.shape != (len(x),):
             return None
+    problem = check(arrays) if check is not None else None
+    if problem is not None:
+        warnings.warn(
+            f"the cache of {what} {path} disagrees with the data set ({problem}); rebuilding it",
+            stacklevel=5,
+        )
+        return None
     return arrays
 
 
@@ -164,6 +188,7 @@ def cached_arrays(
     filename: str,
     source: Any,
     build: Callable[[], dict[str, np.ndarray]],
+    check: _Check | None = None,
 ) -> dict[str, np.ndarray]:
     """Decoded arrays from the cache ``folder/filename`` when it matches ``source``, else
     ``build()`` them and write the cache (:func:`load_or_build`).
@@ -172,20 +197,36 @@ def cached_arrays(
     and the JSON of ``source`` (a fingerprint, see :func:`fingerprint`, plus every setting
     that changes the arrays). When ``folder`` is not writable it lives in :func:`cache_dir`
     ``(name)`` instead, named ``<hash of folder>-<filename>``. A damaged cache is silently
-    rebuilt.
+    rebuilt; one whose arrays ``check`` finds wrong (it returns what is wrong, else ``None``;
+    :func:`latent_ebm.data.dataset.array_problem`) is rebuilt with a warning.
 
     Returns:
         ``{"train_x": uint8 (N, C, H, W), "train_y": int64 (N,), "test_x", "test_y"}``.
+
+    Raises:
+        LatentEBMError: what ``build`` raises, or built arrays that ``check`` finds wrong.
     """
     folder = pathlib.Path(folder)
     key = json.dumps({"version": _CACHE_VERSION, "source": source}, sort_keys=True)
     where = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    what = f"the decoded {name} arrays"
+
+    def checked_build() -> dict[str, np.ndarray]:
+        arrays = build()
+        problem = check(arrays) if check is not None else None
+        if problem is not None:
+            raise LatentEBMError(
+                f"the {name} files in {folder} do not hold a valid data set ({problem}); "
+                f"replace them with good copies"
+            )
+        return arrays
+
     arrays, _ = load_or_build(
         folder / filename,
-        lambda path: _read_arrays(path, key),
-        build,
+        lambda path: _read_arrays(path, key, check, what),
+        checked_build,
         lambda value, f: np.savez(f, fingerprint=np.array(key), **value),
-        what=f"the decoded {name} arrays",
+        what=what,
         fallback=cache_dir(name) / f"{where}-{filename}",
         warn_damaged=False,
     )

@@ -14,7 +14,17 @@ import torch
 
 from latent_ebm.errors import LatentEBMError
 
-__all__ = ["Dataset", "from_arrays", "holdout_split", "to_float", "to_uint8"]
+__all__ = [
+    "SPLIT_KEYS",
+    "Dataset",
+    "array_problem",
+    "from_arrays",
+    "holdout_split",
+    "to_float",
+    "to_uint8",
+]
+
+SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")  # the arrays of a data set's splits
 
 
 @dataclass
@@ -47,6 +57,45 @@ class Dataset:
     def num_classes(self) -> int:
         """One more than the largest label of either split (labels are ``0..K-1``)."""
         return int(torch.cat([self.train_y, self.test_y]).max()) + 1
+
+
+def array_problem(
+    arrays: dict[str, np.ndarray],
+    *,
+    channels: tuple[int, ...],
+    size: int,
+    classes: int | None,
+) -> str | None:
+    """What makes a data set's split arrays disagree with what the set must hold, or ``None``.
+
+    ``arrays`` holds ``train_x``, ``train_y``, ``test_x``, ``test_y`` (numpy); each split must
+    hold at least one image, images ``uint8`` ``(N, C, size, size)`` with ``C`` one of
+    ``channels`` (the same in both splits), labels ``int64`` ``(N,)`` in ``0..classes-1``
+    (``classes`` ``None``: any label ``>= 0``).
+    """
+    for key in SPLIT_KEYS:
+        if not isinstance(arrays.get(key), np.ndarray):
+            return f"{key} is missing"
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 4:
+            return f"{split}_x is {x.dtype} of {x.ndim} dimensions, not uint8 (N, C, H, W)"
+        if y.dtype != np.int64 or y.shape != (len(x),):
+            return f"{split}_y is {y.dtype} {y.shape}, not int64 ({len(x)},)"
+        if len(x) == 0:
+            return f"the {split} split is empty"
+        c, h, w = x.shape[1:]
+        if c not in channels or (h, w) != (size, size):
+            wanted = " or ".join(f"{n}x{size}x{size}" for n in channels)
+            return f"{split}_x holds images of {c}x{h}x{w}, not {wanted}"
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or (classes is not None and high >= classes):
+            bad = low if low < 0 else high
+            valid = f"0..{classes - 1}" if classes is not None else "0 or more"
+            return f"{split}_y holds label {bad}, outside {valid}"
+    if arrays["train_x"].shape[1] != arrays["test_x"].shape[1]:
+        return "the train and test images differ in channels"
+    return None
 
 
 def from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Dataset:

@@ -34,8 +34,10 @@ def download(
     """Download a file, trying each URL in turn, and move it atomically to ``dest``.
 
     The bytes go to a temporary file in ``dest``'s folder, are checked against ``md5`` (skipped
-    when ``None``), then ``os.replace``-d into place; nothing is left behind on failure.
-    ``size`` (bytes, optional) is only quoted in the error message.
+    when ``None``), then ``os.replace``-d into place. Nothing is left behind on failure (an
+    error, Ctrl-C): no partial file, and no folder that this call created (``dest``'s folder
+    and its missing parents, when still empty); what was there before stays. ``size`` (bytes,
+    optional) is only quoted in the error message.
 
     Returns:
         ``dest`` as a path.
@@ -45,14 +47,45 @@ def download(
             names the file and the URL to fetch it from by hand.
     """
     dest = pathlib.Path(dest)
+    created = _missing_folders(dest.parent)  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(created)
         raise LatentEBMError(
             f"cannot create {dest.parent} to download {dest.name}{size_note(size)} into "
             f"({one_line(exc)}); "
             f"pass --data-dir with a writable folder"
         ) from None
+    try:
+        return _fetch(urls, dest, md5, size)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _missing_folders(folder: pathlib.Path) -> list[pathlib.Path]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[pathlib.Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; keep any that holds a file."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's file), or gone
+            return
+
+
+def _fetch(
+    urls: Sequence[str], dest: pathlib.Path, md5: str | None, size: int | None
+) -> pathlib.Path:
+    """The loop of :func:`download` over ``urls``, once ``dest``'s folder exists."""
     failures = []
     for url in urls:
         tmp_name = None

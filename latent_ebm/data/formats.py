@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pathlib
 import pickle
 import struct
 import tarfile
 import zlib
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from latent_ebm.errors import LatentEBMError, one_line
 
-__all__ = ["REDOWNLOAD", "read_cifar10_tar", "read_idx", "read_svhn_mat"]
+__all__ = ["IDX_MAX_BYTES", "REDOWNLOAD", "read_cifar10_tar", "read_idx", "read_svhn_mat"]
 
 REDOWNLOAD = "delete it and download it again"  # the remedy of a damaged official file
 
@@ -33,27 +34,35 @@ REDOWNLOAD = "delete it and download it again"  # the remedy of a damaged offici
 # IDX (MNIST, Fashion-MNIST).
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+_IDX_MAX_DIMS = 8  # an IDX file of images has 3 dimensions, of labels 1
+IDX_MAX_BYTES = 1 << 30  # data bytes of one IDX file; MNIST's largest holds 47,040,000
+_CHUNK = 1 << 20  # bytes decompressed at a time
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzip-compressed when the name ends in ``.gz``).
 
     Format: two zero bytes, type code ``0x08`` (``uint8``), the number of dimensions ``D``, then
     ``D`` big-endian ``uint32`` sizes, then the data in C order.
 
+    The header is checked before any data is read (1 to 8 dimensions, at most ``max_bytes``
+    data bytes, as many as a plain file holds); a compressed file is decompressed in chunks and
+    refused as soon as it holds more than its header declares, so a small "gzip bomb" costs
+    no more memory than the header's size.
+
     Returns:
         A writable ``uint8`` array of the shape given by the header.
 
     Raises:
-        LatentEBMError: missing, unreadable, corrupt or truncated file, or another type code.
+        LatentEBMError: missing, unreadable, corrupt or truncated file, another type code, a
+            header of too many dimensions or bytes, or more data than the header declares.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise LatentEBMError(f"{path} does not exist; check the data directory")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            return _read_idx_stream(f, path, max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise LatentEBMError(
             f"{path} is not a valid gzip file or is corrupt ({one_line(exc)}); {REDOWNLOAD}"
@@ -61,25 +70,56 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     except OSError as exc:
         raise LatentEBMError(f"could not read {path} ({one_line(exc)})") from None
 
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+
+def _read_idx_stream(f: IO[bytes], path: pathlib.Path, max_bytes: int) -> np.ndarray:
+    """The array of an open IDX stream (see :func:`read_idx`)."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise LatentEBMError(f"{path} is not a valid IDX file (bad magic number); {REDOWNLOAD}")
-    type_code, ndim = raw[2], raw[3]
+    type_code, ndim = magic[2], magic[3]
     if type_code != 0x08:
         raise LatentEBMError(
             f"{path} holds IDX type code 0x{type_code:02x} but only unsigned bytes (0x08) are "
             f"supported; {REDOWNLOAD}"
         )
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise LatentEBMError(f"{path} is truncated inside its IDX header; {REDOWNLOAD}")
-    dims = struct.unpack(f">{ndim}I", raw[4:offset])
-    count = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - offset != count:
+    if not 1 <= ndim <= _IDX_MAX_DIMS:
         raise LatentEBMError(
-            f"{path} is truncated or corrupt: its header promises {count} data bytes but it "
-            f"holds {len(raw) - offset}; {REDOWNLOAD}"
+            f"{path} declares {ndim} dimensions in its IDX header (1 to {_IDX_MAX_DIMS} are "
+            f"valid): it is corrupt; {REDOWNLOAD}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=offset).reshape(dims).copy()
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise LatentEBMError(f"{path} is truncated inside its IDX header; {REDOWNLOAD}")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    count = math.prod(dims)  # exact: Python integers do not wrap
+    shape = "x".join(map(str, dims))
+    if count > max_bytes:
+        raise LatentEBMError(
+            f"{path} declares {shape} = {count:,} data bytes in its IDX header, more than the "
+            f"{max_bytes:,} an IDX file may hold here: it is corrupt; {REDOWNLOAD}"
+        )
+    if not isinstance(f, gzip.GzipFile):  # a plain file: its size says it all, before reading
+        held = os.fstat(f.fileno()).st_size - 4 - 4 * ndim
+        if held != count:
+            raise LatentEBMError(
+                f"{path} is truncated or corrupt: its header promises {count:,} data bytes "
+                f"({shape}) but it holds {held:,}; {REDOWNLOAD}"
+            )
+    data = bytearray()
+    while len(data) < count:  # grows with what arrives, not with what the header claims
+        chunk = f.read(min(_CHUNK, count - len(data)))
+        if not chunk:
+            raise LatentEBMError(
+                f"{path} is truncated: its header promises {count:,} data bytes ({shape}) but "
+                f"it holds {len(data):,}; {REDOWNLOAD}"
+            )
+        data += chunk
+    if f.read(1):
+        raise LatentEBMError(
+            f"{path} holds more data than its header declares ({count:,} bytes, {shape}): it "
+            f"is corrupt; {REDOWNLOAD}"
+        )
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 # SVHN (MATLAB v5 .mat).

@@ -25,6 +25,7 @@ from latent_ebm.errors import LatentEBMError, one_line
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "image_file_stats",
     "list_images",
     "read_celeba_partition",
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".webp")  # matched case-insensitively
+MAX_PIXELS = 1 << 26  # 8192 x 8192: a larger image is refused before it is decoded
+_MAX_MEMBER_BYTES = 1 << 28  # an image in a zip: CelebA's are ~10 kB, an 8192^2 BMP ~200 MB
+_MAX_PARTITION_BYTES = 1 << 24  # list_eval_partition.txt: 202,599 lines, ~2.8 MB
 
 
 def _is_image(name: str) -> bool:
@@ -92,11 +96,25 @@ def _open_zip(path: pathlib.Path) -> zipfile.ZipFile:
         ) from None
 
 
+class _TooLarge(Exception):
+    """An image or archive member larger than the readers accept (the message says how)."""
+
+
 def _decode(raw: io.BytesIO | pathlib.Path, size: int) -> np.ndarray:
-    """One image -> ``uint8`` ``(3, size, size)``: RGB, largest central square, resized."""
+    """One image -> ``uint8`` ``(3, size, size)``: RGB, largest central square, resized.
+
+    Raises:
+        _TooLarge: the header declares more than :data:`MAX_PIXELS` pixels (nothing decoded).
+    """
     from PIL import Image  # deferred: only the image loaders need Pillow
 
-    with Image.open(raw) as img:
+    with Image.open(raw) as img:  # reads the header only
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise _TooLarge(
+                f"it declares {width}x{height} = {width * height:,} pixels, more than the "
+                f"{MAX_PIXELS:,} accepted"
+            )
         rgb = img.convert("RGB")
     width, height = rgb.size
     side = min(width, height)
@@ -132,17 +150,34 @@ def read_images(
         archive = None if source.is_dir() else stack.enter_context(_open_zip(source))
         for i, name in enumerate(names):
             where = f"{source / name}" if archive is None else f"{name} in {source}"
+            what = "it" if archive is None else "the archive"
             try:
-                raw = source / name if archive is None else io.BytesIO(archive.read(name))
+                raw = source / name if archive is None else io.BytesIO(_read_member(archive, name))
                 out[i] = _decode(raw, size)
+            except _TooLarge as exc:
+                raise LatentEBMError(
+                    f"{where} is too large: {exc}; replace {what} or delete it"
+                ) from None
             except Exception as exc:  # Pillow and zipfile raise many types for a damaged file
-                what = "it" if archive is None else "the archive"
                 raise LatentEBMError(
                     f"{where} is missing, truncated or not an image ({one_line(exc)}); "
                     f"replace {what} or delete it"
                 ) from None
             gray = gray and bool((out[i, 0] == out[i, 1]).all() and (out[i, 1] == out[i, 2]).all())
     return np.ascontiguousarray(out[:, :1]) if gray and len(names) else out
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """The bytes of an archive member, refused before reading when it declares more than
+    :data:`_MAX_MEMBER_BYTES` (zipfile stops at the declared size, so a member that expands
+    beyond it is an error, not a flood)."""
+    size = archive.getinfo(name).file_size
+    if size > _MAX_MEMBER_BYTES:
+        raise _TooLarge(
+            f"it declares {size:,} bytes uncompressed, more than the {_MAX_MEMBER_BYTES:,} "
+            f"accepted for an image"
+        )
+    return archive.read(name)
 
 
 def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
@@ -156,7 +191,14 @@ def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
     """
     path = pathlib.Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as f:  # never more than a partition list can be
+            raw = f.read(_MAX_PARTITION_BYTES + 1)
+        if len(raw) > _MAX_PARTITION_BYTES:
+            raise LatentEBMError(
+                f"{path} is larger than {_MAX_PARTITION_BYTES:,} bytes: it is not CelebA's "
+                f"partition list (about 2.8 MB); {REDOWNLOAD}"
+            )
+        lines = raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise LatentEBMError(f"could not read {path} ({one_line(exc)}); {REDOWNLOAD}") from None
     partition = {}

@@ -35,6 +35,7 @@ of the source go to a cache file beside it (:func:`latent_ebm.data.cache.cached_
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import warnings
 from collections.abc import Callable
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from latent_ebm.data import cache, formats, images
-from latent_ebm.data.dataset import Dataset, from_arrays
+from latent_ebm.data.dataset import Dataset, array_problem, from_arrays
 from latent_ebm.data.download import check_official, download, official_file
 from latent_ebm.errors import LatentEBMError
 
@@ -61,6 +62,14 @@ __all__ = [
 ]
 
 Loader = Callable[[pathlib.Path, bool, int], Dataset]  # (root, allow_download, size) -> Dataset
+
+
+def _holds(
+    channels: tuple[int, ...], size: int, classes: int | None
+) -> Callable[[dict[str, np.ndarray]], str | None]:
+    """The check of a set's decoded arrays (:func:`latent_ebm.data.dataset.array_problem`): its
+    cache is rebuilt, and its decoded files refused, when they disagree."""
+    return functools.partial(array_problem, channels=channels, size=size, classes=classes)
 
 
 def load_digits(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
@@ -99,10 +108,20 @@ _MNIST_MD5 = {
 _FASHION_REPO = "https://github.com/zalandoresearch/fashion-mnist"
 
 
+_IDX_CLASSES = 10  # MNIST's digits, Fashion-MNIST's garments: labels 0..9
+
+
 def _load_idx_dataset(
-    name: str, root: pathlib.Path, fetch: Callable[[pathlib.Path], None]
+    name: str, root: pathlib.Path, fetch: Callable[[pathlib.Path], None], size: int
 ) -> Dataset:
-    """Read the IDX train/test pairs from ``root``; ``fetch(path)`` is called for a missing file."""
+    """Read the IDX train/test pairs from ``root``; ``fetch(path)`` is called for a missing file.
+
+    Images must be ``size`` x ``size`` and labels in ``0..9``.
+
+    Raises:
+        LatentEBMError: a missing, corrupt or hostile file (:func:`formats.read_idx`), images
+            of another size, a label out of range, or files that do not belong together.
+    """
     splits = []
     for images_name, labels_name in _IDX_FILES:
         images_path, labels_path = root / images_name, root / labels_name
@@ -114,6 +133,18 @@ def _load_idx_dataset(
             raise LatentEBMError(f"{images_path} is not an IDX image file (expected 3 dimensions)")
         if labels.ndim != 1:
             raise LatentEBMError(f"{labels_path} is not an IDX label file (expected 1 dimension)")
+        if pixels.shape[1:] != (size, size):
+            h, w = pixels.shape[1:]
+            raise LatentEBMError(
+                f"{images_path} holds {h}x{w} images, but {name} images are {size}x{size}: it "
+                f"is not a {name} file; delete it and download it again"
+            )
+        if labels.size and labels.max() >= _IDX_CLASSES:
+            row = int(labels.argmax())
+            raise LatentEBMError(
+                f"{labels_path} holds label {labels[row]} (row {row}), outside the {name} "
+                f"classes 0..{_IDX_CLASSES - 1}: it is corrupt; delete it and download it again"
+            )
         if len(pixels) != len(labels):
             raise LatentEBMError(
                 f"{images_path} holds {len(pixels)} images but {labels_path} holds {len(labels)} "
@@ -142,7 +173,7 @@ def load_mnist(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
             )
         download(urls, path, _MNIST_MD5[path.name])
 
-    return _load_idx_dataset("mnist", root, fetch)
+    return _load_idx_dataset("mnist", root, fetch, size)
 
 
 def load_fashion_mnist(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
@@ -155,7 +186,7 @@ def load_fashion_mnist(root: pathlib.Path, allow_download: bool, size: int) -> D
             f"{root} (or into any folder and pass --data-dir)"
         )
 
-    return _load_idx_dataset("fashion-mnist", root, fetch)
+    return _load_idx_dataset("fashion-mnist", root, fetch, size)
 
 
 def load_svhn(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
@@ -170,7 +201,9 @@ def load_svhn(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
         return splits
 
     source = [cache.fingerprint(path) for path in files]
-    return from_arrays("svhn", cache.cached_arrays("svhn", root, "svhn.cache.npz", source, build))
+    check = _holds((3,), 32, 10)
+    arrays = cache.cached_arrays("svhn", root, "svhn.cache.npz", source, build, check)
+    return from_arrays("svhn", arrays)
 
 
 def load_cifar10(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
@@ -183,7 +216,8 @@ def load_cifar10(root: pathlib.Path, allow_download: bool, size: int) -> Dataset
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
     source = cache.fingerprint(path)
-    arrays = cache.cached_arrays("cifar10", root, "cifar10.cache.npz", source, build)
+    check = _holds((3,), 32, 10)
+    arrays = cache.cached_arrays("cifar10", root, "cifar10.cache.npz", source, build, check)
     return from_arrays("cifar10", arrays)
 
 
@@ -241,7 +275,8 @@ def load_celeba(root: pathlib.Path, allow_download: bool, size: int) -> Dataset:
         "size": size,
         "train": limit,
     }
-    arrays = cache.cached_arrays("celeba", root, f"celeba-{size}px.cache.npz", key, build)
+    filename, check = f"celeba-{size}px.cache.npz", _holds((3,), size, 1)
+    arrays = cache.cached_arrays("celeba", root, filename, key, build, check)
     return from_arrays("celeba", arrays)
 
 
@@ -266,7 +301,8 @@ def _folder_loader(name: str, missing: str) -> Loader:
 
         key = {"images": source, "size": size}
         filename = f"{name}-{size}px.cache.npz"
-        return from_arrays(name, cache.cached_arrays(name, root, filename, key, build))
+        check = _holds((1, 3), size, None)  # grey folders load with one channel
+        return from_arrays(name, cache.cached_arrays(name, root, filename, key, build, check))
 
     load.__doc__ = f"The {name} image folder at ``size`` (a cache file per size)."
     return load

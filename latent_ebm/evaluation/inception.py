@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.files import WeightsFileError, load_weights
 
 __all__ = ["FID_INCEPTION_PARAMETERS", "INCEPTION_FILE", "FIDInceptionV3", "load_fid_inception"]
 
@@ -236,9 +237,9 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
             f"{INCEPTION_FILE} from {_SOURCE} and pass --weights PATH"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or pickled objects we refuse
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        state = load_weights(path)  # weights_only: never runs code
+    except (WeightsFileError, FileNotFoundError) as exc:  # truncated, foreign, refused
+        reason = getattr(exc, "reason", "it vanished")
         raise LatentEBMError(
             f"could not read Inception weights {path} ({reason}); download {INCEPTION_FILE} "
             f"again from {_SOURCE}"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from latent_ebm.errors import LatentEBMError, one_line
-from latent_ebm.files import UnsafeFileError, load_weights, save_atomic
+from latent_ebm.files import WeightsFileError, load_weights, save_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.rundir.layout import CHECKPOINT, CONFIG, SNAPSHOTS
 
@@ -75,7 +75,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise LatentEBMError(
             f"no checkpoint at {path}: train the run first (latent-ebm train --out {path.parent})"
         ) from None
-    except UnsafeFileError as e:
+    except WeightsFileError as e:  # refused (UnsafeFileError) or unreadable: one line
         raise LatentEBMError(f"checkpoint {e}") from None
     except Exception as e:  # a truncated or foreign file fails in many ways inside torch
         detail = one_line(e)[:300]
