@@ -26,7 +26,14 @@ from latent_ebm.config import load_config, resolve_config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.rundir import CHECKPOINT, CONFIG
 from tests.conftest import TINY, run_cli
-from tests.formats import IDX_FILES, idx_bytes, write_file, write_idx_set, write_svhn
+from tests.formats import (
+    IDX_FILES,
+    cifar10_tar,
+    idx_bytes,
+    write_file,
+    write_idx_set,
+    write_svhn,
+)
 from tests.test_reliability import _assert_one_line, tiny_run  # noqa: F401 (a fixture)
 
 SETS = [a for s in TINY for a in ("--set", s)]
@@ -219,6 +226,49 @@ def test_a_zip_member_expanding_beyond_the_limit_is_refused_before_reading(
     with pytest.raises(LatentEBMError) as info:
         data.images.read_images(archive, ["img_align_celeba/000001.jpg"], 8)
     _one_line(info, "000001.jpg", "bytes")
+
+
+def test_an_svhn_file_expanding_beyond_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its compressed variables are counted in chunks before scipy reads them (limit 1 GiB;
+    1 MiB here, so that the test stays small)."""
+    import scipy.io
+
+    monkeypatch.setattr(data.formats, "MAT_MAX_BYTES", 1 << 20)
+    path = tmp_path / "train_32x32.mat"
+    x, y = np.zeros((32, 32, 3, 1500), np.uint8), np.ones((1500, 1), np.uint8)  # 4.6 MB of zeros
+    scipy.io.savemat(path, {"X": x, "y": y}, do_compression=True)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(LatentEBMError) as info:
+        data.formats.read_svhn_mat(path)
+    _one_line(info, str(path), "expands to more than")
+
+
+def test_a_cifar_archive_expanding_beyond_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused at the header of the member that passes the limit (1 GiB; 1 MiB here)."""
+    monkeypatch.setattr(data.formats, "_MAX_TAR_BYTES", 1 << 20)
+    path = cifar10_tar(tmp_path / "cifar-10-python.tar.gz", {"padding": bytes(4 << 20)})
+    with pytest.raises(LatentEBMError) as info:
+        data.formats.read_cifar10_tar(path)
+    _one_line(info, str(path), "not the CIFAR-10 python archive")
+
+
+def test_a_bad_classifier_cache_is_retrained_with_a_plain_warning(
+    tmp_path: Path, digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latent_ebm.evaluation import classifier
+
+    monkeypatch.setattr(classifier, "_MIN_STEPS", 2)
+    monkeypatch.setattr(classifier, "_EPOCHS", 0)
+    _bad_weights("pickle protocol 5", tmp_path / "classifier-digits.pt")
+    with pytest.warns(UserWarning) as caught:
+        classifier.classifier_features(digits, tmp_path)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "pickle protocol 4" in messages and "rebuilding" in messages, messages
+    _no_torch_advice(messages)
 
 
 # 12. A failed download removes what it created.

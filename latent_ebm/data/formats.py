@@ -26,7 +26,14 @@ import numpy as np
 
 from latent_ebm.errors import LatentEBMError, one_line
 
-__all__ = ["IDX_MAX_BYTES", "REDOWNLOAD", "read_cifar10_tar", "read_idx", "read_svhn_mat"]
+__all__ = [
+    "IDX_MAX_BYTES",
+    "MAT_MAX_BYTES",
+    "REDOWNLOAD",
+    "read_cifar10_tar",
+    "read_idx",
+    "read_svhn_mat",
+]
 
 REDOWNLOAD = "delete it and download it again"  # the remedy of a damaged official file
 
@@ -131,15 +138,32 @@ def read_svhn_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     The file holds ``X``, ``uint8`` ``(32, 32, 3, N)`` (height, width, RGB, image) and ``y``,
     ``(N, 1)`` labels ``1..10`` where ``10`` is the digit 0.
 
+    Before scipy reads it, the file's compressed variables are decompressed in chunks, and
+    counted, not kept: one that expands beyond :data:`MAT_MAX_BYTES` is refused.
+
     Returns:
         Images ``uint8`` ``(N, 3, 32, 32)`` and labels ``int64`` ``(N,)`` in ``0..9``.
 
     Raises:
-        LatentEBMError: not a MATLAB file, truncated or corrupt, or without SVHN's arrays.
+        LatentEBMError: not a MATLAB file, truncated or corrupt, larger than
+            :data:`MAT_MAX_BYTES` once decompressed, or without SVHN's arrays.
     """
     import scipy.io  # deferred: importing scipy is slow
 
     path = pathlib.Path(path)
+    try:
+        expanded = _mat_expanded_bytes(path, MAT_MAX_BYTES)
+    except OSError as exc:
+        raise LatentEBMError(f"could not read {path} ({one_line(exc)})") from None
+    except zlib.error as exc:
+        raise LatentEBMError(
+            f"{path} holds a corrupt compressed variable ({one_line(exc)}); {REDOWNLOAD}"
+        ) from None
+    if expanded > MAT_MAX_BYTES:
+        raise LatentEBMError(
+            f"{path} expands to more than {MAT_MAX_BYTES:,} bytes, more than SVHN's files "
+            f"hold (the training file about 225 MB): it is not SVHN's file; {REDOWNLOAD}"
+        )
     try:
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
     except Exception as exc:  # a damaged file makes scipy raise almost any type
@@ -166,12 +190,53 @@ def read_svhn_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int64) % 10  # label 10 is the digit 0
 
 
+MAT_MAX_BYTES = 1 << 30  # an SVHN file decompressed: the training file is ~225 MB
+_MI_COMPRESSED = 15  # the MATLAB v5 type of a zlib-compressed element
+
+
+def _mat_expanded_bytes(path: pathlib.Path, limit: int) -> int:
+    """The bytes of a MATLAB v5 file's top-level elements once decompressed, counted chunk by
+    chunk without keeping them; counting stops as soon as ``limit`` is passed. A file of
+    another layout (v7.3, truncated) counts what it can and is left to scipy's reader.
+
+    Raises:
+        OSError: the file cannot be read.
+        zlib.error: a compressed element is corrupt.
+    """
+    total = 0
+    with path.open("rb") as f:
+        header = f.read(128)  # text, subsystem offset, version, endian indicator
+        endian = {b"IM": "<", b"MI": ">"}.get(header[126:128])
+        if endian is None:
+            return 0
+        while total <= limit and len(tag := f.read(8)) == 8:
+            kind, nbytes = struct.unpack(f"{endian}II", tag)
+            if kind >> 16:  # a "small element": its data sits in the tag itself
+                continue
+            if kind != _MI_COMPRESSED:
+                total += nbytes
+                f.seek(nbytes + (-nbytes) % 8, os.SEEK_CUR)  # elements are padded to 8 bytes
+                continue
+            stream, left = zlib.decompressobj(), nbytes
+            while left and total <= limit:
+                chunk = f.read(min(left, _CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                while chunk and total <= limit:  # at most _CHUNK bytes out per call
+                    total += len(stream.decompress(chunk, _CHUNK))
+                    chunk = stream.unconsumed_tail
+    return total
+
+
 # CIFAR-10 (tar.gz of pickled batches).
 
 _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
 _MAX_MEMBER_BYTES = 1 << 28  # a CIFAR batch is ~31 MB; refuse absurd members
+_MAX_TAR_BYTES = 1 << 30  # the archive decompressed: the official one is ~185 MB
+_MAX_TAR_MEMBERS = 1000  # the official archive has 9
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
@@ -243,15 +308,26 @@ def read_cifar10_tar(
         ``((train_x, train_y), (test_x, test_y))``: images ``uint8`` ``(N, 3, 32, 32)`` and
         labels ``int64`` ``(N,)``; 50,000 and 10,000 images for the official file.
 
+    Reading stops once every batch is found; an archive whose members reach past
+    :data:`_MAX_TAR_BYTES` decompressed bytes, or number over :data:`_MAX_TAR_MEMBERS`, is
+    refused at the member's header, before its data is decompressed.
+
     Raises:
-        LatentEBMError: not a tar.gz, truncated, a batch missing, damaged or malicious.
+        LatentEBMError: not a tar.gz, truncated, too large, a batch missing, damaged or
+            malicious.
     """
     path = pathlib.Path(path)
     wanted = {f"{_CIFAR_DIR}/{name}" for name in (*_CIFAR_TRAIN, _CIFAR_TEST)}
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for member in tar:  # one pass: seeking back in a gzip stream decompresses again
+            for count, member in enumerate(tar, 1):  # one pass: seeking back decompresses again
+                if count > _MAX_TAR_MEMBERS or member.offset_data + member.size > _MAX_TAR_BYTES:
+                    raise LatentEBMError(
+                        f"{path} holds more than {_MAX_TAR_MEMBERS:,} members or "
+                        f"{_MAX_TAR_BYTES:,} bytes decompressed (the official archive: 9 and "
+                        f"about 185 MB): it is not the CIFAR-10 python archive; {REDOWNLOAD}"
+                    )
                 if member.name not in wanted or member.name in batches:
                     continue
                 where = f"{member.name} in {path}"
@@ -262,6 +338,8 @@ def read_cifar10_tar(
                 if len(raw) != member.size:
                     raise EOFError(f"{member.name} is cut short")
                 batches[member.name] = _read_cifar_batch(raw, where)
+                if len(batches) == len(wanted):
+                    break
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise LatentEBMError(
             f"{path} is not a valid tar.gz file or is truncated ({one_line(exc)}); {REDOWNLOAD}"

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from latent_ebm.data import Dataset, cache, to_float
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.evaluation.features import FeatureExtractor
-from latent_ebm.files import load_weights
+from latent_ebm.files import WeightsFileError, load_weights
 
 __all__ = ["ClassifierFeatures", "classifier_features"]
 
@@ -143,10 +143,18 @@ def classifier_features(
             net.load_state_dict(blob["state_dict"])
         except (RuntimeError, KeyError, TypeError) as exc:
             warnings.warn(
-                f"{file} does not fit the classifier ({one_line(exc)}); retraining", stacklevel=4
+                f"{file} does not fit the classifier ({one_line(exc)[:200]}); retraining",
+                stacklevel=4,
             )
             return None
-        return net, float(blob["test_accuracy"])
+        finite = all(t.isfinite().all() for t in net.state_dict().values() if t.is_floating_point())
+        accuracy = blob["test_accuracy"]
+        if not finite or not isinstance(accuracy, int | float) or not 0 <= accuracy <= 1:
+            warnings.warn(
+                f"{file} holds non-finite weights or no accuracy; retraining", stacklevel=4
+            )
+            return None
+        return net, float(accuracy)
 
     def train() -> tuple[_Classifier, float]:
         return _train(dataset, device=device, progress=progress, seed=seed)
@@ -242,8 +250,12 @@ def _fingerprint(dataset: Dataset) -> str:
 
 def _read_blob(path: Path, fingerprint: str, seed: int) -> dict[str, Any] | None:
     """The cached blob when it matches; ``None`` (with a warning unless it is merely an older
-    format) when it does not. An unreadable file raises (truncated zip, refused pickle, ...)."""
-    blob = load_weights(path)  # weights_only=True: never runs code
+    format) when it does not. An unreadable file raises (truncated zip, refused pickle, ...):
+    ``ValueError`` saying what is wrong with it (:attr:`WeightsFileError.reason`)."""
+    try:
+        blob = load_weights(path)  # weights_only=True: never runs code
+    except WeightsFileError as e:  # the cache policy's warning names the file
+        raise ValueError(e.reason) from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "test_accuracy" not in blob:
         warnings.warn(f"{path} is not a classifier cache; retraining", stacklevel=5)
         return None
