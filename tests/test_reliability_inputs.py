@@ -228,6 +228,16 @@ def test_a_zip_member_expanding_beyond_the_limit_is_refused_before_reading(
     _one_line(info, "000001.jpg", "bytes")
 
 
+def test_an_image_folder_with_a_link_cycle_is_read_once(tmp_path: Path) -> None:
+    from tests.formats import write_imagefolder
+
+    write_imagefolder(tmp_path, n=10)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "up").symlink_to(tmp_path)  # a/up/a/up/... never ends
+    loaded = data.load_dataset("imagefolder", tmp_path, size=8)
+    assert len(loaded.train_x) + len(loaded.test_x) == 10
+
+
 def test_an_svhn_file_expanding_beyond_the_limit_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -46,20 +46,31 @@ def _is_image(name: str) -> bool:
 
 def image_file_stats(folder: pathlib.Path) -> list[tuple[str, int, int]]:
     """``(relative posix name, bytes, mtime_ns)`` of every image file under ``folder``, sorted;
-    hidden files and folders (names starting with ``.``) are skipped."""
+    hidden files and folders (names starting with ``.``) are skipped. A folder reached twice
+    (through a symbolic link, e.g. one that points back up) is read once."""
     found, stack = [], [folder]
+    seen = {_identity(folder)}
     while stack:
         with os.scandir(stack.pop()) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    stack.append(pathlib.Path(entry.path))
+                    identity = _identity(pathlib.Path(entry.path))
+                    if identity not in seen:  # a link cycle would otherwise never end
+                        seen.add(identity)
+                        stack.append(pathlib.Path(entry.path))
                 elif _is_image(entry.name) and entry.is_file():
                     stat = entry.stat()
                     name = pathlib.Path(entry.path).relative_to(folder).as_posix()
                     found.append((name, stat.st_size, stat.st_mtime_ns))
     return sorted(found)
+
+
+def _identity(folder: pathlib.Path) -> tuple[int, int]:
+    """A folder's (device, inode): the same for every path that leads to it."""
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def list_images(source: str | os.PathLike) -> list[str]:
