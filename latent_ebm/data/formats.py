@@ -42,7 +42,7 @@ REDOWNLOAD = "delete it and download it again"  # the remedy of a damaged offici
 
 
 _IDX_MAX_DIMS = 8  # an IDX file of images has 3 dimensions, of labels 1
-IDX_MAX_BYTES = 1 << 30  # data bytes of one IDX file; MNIST's largest holds 47,040,000
+IDX_MAX_BYTES = 1 << 28  # data bytes of one IDX file; MNIST's largest holds 47,040,000
 _CHUNK = 1 << 20  # bytes decompressed at a time
 
 
