@@ -4,10 +4,12 @@ policy: :mod:`latent_ebm.data.cache`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import pickletools
 import re
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -17,12 +19,25 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["UnsafeFileError", "WeightsFileError", "load_weights", "save_atomic", "write_atomic"]
+__all__ = [
+    "UnsafeFileError",
+    "WeightsFileError",
+    "load_weights",
+    "remove_abandoned_temporaries",
+    "save_atomic",
+    "write_atomic",
+]
+
+# The temporary file of write_atomic: ".<name>.<random>.tmp" (tempfile's random part).
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]+\.tmp")
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a temporary file ``.<name>.<random>.tmp`` beside ``path``, then
     rename it over ``path``.
+
+    The temporary file stays locked (``fcntl.flock``) until it is renamed or removed: that
+    tells it from the file of a killed writer (:func:`remove_abandoned_temporaries`).
 
     Raises:
         OSError: the write failed (e.g. a full disk); ``path`` is untouched and the temporary
@@ -30,7 +45,8 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _locked_temporary(path)
+    held = os.dup(fd)  # holds the lock after `f` is closed, until the rename
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -39,6 +55,54 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        os.close(held)
+
+
+def _locked_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file for :func:`write_atomic` of ``path``, locked: descriptor, name."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only on a cleaner that is removing it
+            if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        except OSError:  # a file system without locks: unlocked, which cleaners keep
+            return fd, tmp
+        os.close(fd)  # a cleaner took it for a killed writer's file before it was locked
+
+
+def remove_abandoned_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files of :func:`write_atomic` in ``folder`` (not its subfolders)
+    whose writer is gone (killed mid-write), and return them.
+
+    A writer holds its temporary file locked until the rename, so a file whose lock this call
+    can take has no writer; a file that another process is writing is kept, however old.
+    A folder that cannot be read, and files that vanish meanwhile, are skipped.
+    """
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if _TEMPORARY.fullmatch(e.name)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer lives
+            if os.path.samestat(os.fstat(fd), os.lstat(entry.path)):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _umask() -> int:

@@ -83,13 +83,14 @@ def train(
     main = distributed.is_main()
     # Everything that can be checked before the run directory changes: the config, the
     # folder, the data set and the config against the data.
+    seen = None  # what a new run's out held when checked: all that --force may delete
     if resume:
         cfg = distributed.main_only(rundir.read_run_config, out)
     else:
         assert cfg is not None, "a new run needs a config"
         validate(cfg)
         distributed.shard(cfg.train.batch_size)  # a bad split fails before any file is made
-        distributed.main_only(rundir.check_new_run_dir, out, force)
+        seen = distributed.main_only(rundir.check_new_run_dir, out, force)
     check_tensorboard(cfg.train.tensorboard)  # a missing extra fails before any file is made
     t_cfg = cfg.train
     data = data if data is not None else distributed.main_first(rundir.load_data, cfg)
@@ -104,7 +105,7 @@ def train(
     held: list[rundir.RunLock] = []
 
     def open_run_dir() -> None:
-        held.append(rundir.open_run_dir(out, None if resume else cfg, resume, force))
+        held.append(rundir.open_run_dir(out, None if resume else cfg, resume, force, seen))
 
     distributed.main_only(open_run_dir)
     started: list[bool] = []  # set when the first iteration begins
@@ -154,7 +155,7 @@ def _train_locked(
     # Restore a checkpoint.
     ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
     if resume and ckpt_path.exists():
-        state = rundir.load_checkpoint(ckpt_path)
+        state = rundir.load_checkpoint(ckpt_path, cfg, resume=True)
         rundir.load_model_state(model, state, ckpt_path)
         opt_g.load_state_dict(state["opt_g"])
         model.prior.load_optimizer_state(state["opt_prior"])

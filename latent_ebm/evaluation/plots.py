@@ -34,7 +34,14 @@ from latent_ebm.evaluation.metrics import reconstruct
 from latent_ebm.files import write_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
-from latent_ebm.rundir import check_creatable, load_data, load_run, read_metrics, split_metrics
+from latent_ebm.rundir import (
+    check_creatable,
+    clean_temporaries,
+    load_data,
+    load_run,
+    read_metrics,
+    split_metrics,
+)
 from latent_ebm.sampling import METHODS, check_sharpen, sample_latents, sharpen_suffix
 
 __all__ = [
@@ -160,7 +167,7 @@ def plot_quality(metrics: list[dict[str, Any]], cfg: Config, path: str | Path) -
     ):
         for col, (x, bounds, xlabel) in enumerate(x_axes):
             ax = axes[row, col]
-            ax.plot(x, [m["eval"][key] for m in evals], marker="o", ms=3)
+            ax.plot(x, [m["eval"].get(key, math.nan) for m in evals], marker="o", ms=3)
             for i, b in enumerate(bounds):
                 ax.axvline(b, color="gray", ls=":", lw=1, label="new stage" if i == 0 else None)
             ax.set_ylabel(label)
@@ -214,6 +221,8 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
     check_seed(seed, "--seed")
     run_dir = Path(run_dir)
     cfg, model, _ = load_run(run_dir)
+    metrics = read_metrics(run_dir)  # checked before any figure is written
+    clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     s = cfg.sample
     z = sample_latents(model, s.grid, steps=s.steps, step_size=s.step_size, seed=seed)
     paths = [save_grid(model.decode(z), run_dir / "samples.png")]
@@ -223,7 +232,6 @@ def run_figures(run_dir: str | Path, seed: int = 0) -> list[Path]:
     both = torch.from_numpy(recon_pairs(test_x, recon)).permute(2, 0, 1)[None].float()
     paths.append(save_grid(both / 127.5 - 1, run_dir / "reconstructions.png", nrow=1))
     paths.append(transition_strip(model, run_dir / "transition.png", seed=seed))
-    metrics = read_metrics(run_dir)
     curves = [plot_nce_curves(metrics, run_dir / "nce_loss.png")]
     curves.append(plot_quality(metrics, cfg, run_dir / "quality.png"))
     return paths + [c for c in curves if c]
@@ -293,6 +301,7 @@ def sample_run(
     if out is not None:
         check_creatable(prefix.parent, "--out")
     cfg, model, _ = load_run(run_dir, checkpoint=checkpoint)
+    clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     model.prior = model.prior.sharpened(sharpen)
     z = sample_latents(
         model,

@@ -35,7 +35,15 @@ from latent_ebm.experiments.columns import COLUMNS
 from latent_ebm.experiments.reproduction import IGNORED_FIELDS
 from latent_ebm.experiments.stats import summarize
 from latent_ebm.files import write_atomic
-from latent_ebm.rundir import CONFIG, EVAL, check_creatable, read_metrics, split_metrics
+from latent_ebm.rundir import (
+    CONFIG,
+    EVAL,
+    check_creatable,
+    check_run_dir,
+    read_metrics,
+    read_report,
+    split_metrics,
+)
 
 __all__ = ["Comparison", "RunRecord", "compare_runs", "read_run_record"]
 
@@ -73,23 +81,16 @@ def read_run_record(run: str | Path) -> RunRecord:
     """The :class:`RunRecord` of the run directory ``run``.
 
     Raises:
-        LatentEBMError: ``run`` does not exist or holds no ``config.yaml``; a bad config, log
-            or report.
+        LatentEBMError: ``run`` does not exist, is a file or holds no ``config.yaml``; a bad
+            config, log (:func:`latent_ebm.rundir.read_metrics`) or report
+            (:func:`latent_ebm.rundir.read_report`).
     """
     path = Path(run)
-    if not path.is_dir():
-        raise LatentEBMError(f"{path} is not a run directory (no such folder)")
-    if not (path / CONFIG).exists():
-        raise LatentEBMError(f"{path} is not a run directory (no {CONFIG})")
+    check_run_dir(path)
     nested = config_to_dict(load_config(path / CONFIG))
     config = {f"{s}.{k}": v for s, sub in nested.items() for k, v in sub.items()}
     losses, evals = split_metrics(read_metrics(path))
-    reports = {}
-    for file in sorted((path / EVAL).glob("*.json")):
-        try:
-            reports[file.stem] = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise LatentEBMError(f"{file} is not a readable JSON report") from None
+    reports = {file.stem: read_report(file) for file in sorted((path / EVAL).glob("*.json"))}
     return RunRecord(path, config, losses, evals, reports)
 
 
@@ -118,7 +119,7 @@ def _metric_columns(records: list[RunRecord]) -> list[tuple[str, str, int]]:
 
 def _value(r: RunRecord, key: str) -> float | None:
     if key.startswith("eval:"):
-        return r.evals[-1]["eval"][key[5:]] if r.evals else None
+        return r.evals[-1]["eval"].get(key[5:]) if r.evals else None
     return r.reports.get(key, {}).get("value")
 
 

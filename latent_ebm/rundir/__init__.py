@@ -29,6 +29,15 @@ or a full disk leaves the previous version, never a half-written file; checkpoin
 snapshots are loaded with ``weights_only=True`` and never run code; a checkpoint with a NaN or
 Inf parameter is neither written nor loaded; one process at a time writes a run directory
 (:class:`RunLock`); readers take no lock.
+
+A new run decides under the lock that its folder is new (:func:`open_run_dir`): a run that
+another process wrote meanwhile is refused and left whole (``--force`` deletes only the run it
+checked before loading its data), and a failed run removes only what it made. The lock's own
+failures (a full disk, a read-only folder, ``.lock`` a folder) are one line and leave no lock
+file. What a run's files hold is checked when read: the metrics log and reports
+(:func:`read_metrics`, :func:`read_report`) and a checkpoint's structure and data set
+(:func:`load_checkpoint`). The temporary files of killed writers are removed by training and
+by ``plot``, ``eval`` and ``sample`` (:func:`clean_temporaries`), never one being written.
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ from latent_ebm.rundir.layout import (
     check_creatable,
     check_new_run_dir,
     check_not_foreign,
+    check_run_dir,
+    clean_temporaries,
     open_run_dir,
     read_run_config,
 )
@@ -72,6 +83,7 @@ from latent_ebm.rundir.logs import (
     kept_parts,
     open_metrics_log,
     read_metrics,
+    read_report,
     report_path,
     split_metrics,
     truncate_metrics,
@@ -94,7 +106,9 @@ __all__ = [
     "check_creatable",
     "check_new_run_dir",
     "check_not_foreign",
+    "check_run_dir",
     "checkpoint_file",
+    "clean_temporaries",
     "kept_checkpoint",
     "kept_parts",
     "load_checkpoint",
@@ -105,6 +119,7 @@ __all__ = [
     "open_metrics_log",
     "open_run_dir",
     "read_metrics",
+    "read_report",
     "read_run_config",
     "report_path",
     "save_checkpoint",
@@ -155,21 +170,16 @@ def load_run(
     :func:`load_checkpoint` (never running code) and must match the config.
 
     Raises:
-        LatentEBMError: no such run or checkpoint (``"best"`` without ``best.pt``), a bad
-            config, a refused, unreadable or mismatched checkpoint, or one with a NaN or Inf
-            parameter.
+        LatentEBMError: no such run (or a file) or checkpoint (``"best"`` without
+            ``best.pt``), a bad config, a refused, unreadable, damaged or mismatched checkpoint
+            (other model settings, another data set), or one with a NaN or Inf parameter.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LatentEBMError(f"run directory {run_dir} does not exist")
-    if not (run_dir / CONFIG).exists():
-        raise LatentEBMError(f"{run_dir} is not a run directory (no {CONFIG})")
+    check_run_dir(run_dir)
     cfg = validate(load_config(run_dir / CONFIG))
     path = checkpoint_file(run_dir, checkpoint)
-    state = load_checkpoint(path)
-    shape = tuple(state.get("shape", ()))
-    if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
-        raise LatentEBMError(f"checkpoint {path} is not a latent-ebm checkpoint (no image shape)")
+    state = load_checkpoint(path, cfg)
+    shape = tuple(state["shape"])
     validate(cfg, shape=shape)
     model = build_model(cfg, shape)
     load_model_state(model, state, path)

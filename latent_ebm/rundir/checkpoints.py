@@ -3,11 +3,14 @@ code (the room :mod:`latent_ebm.rundir`)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latent_ebm.config import Config, load_config
+from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.files import WeightsFileError, load_weights, save_atomic
 from latent_ebm.model import LatentEBM
@@ -59,15 +62,25 @@ def save_checkpoint(path: Path, state: dict[str, Any], last_good: int) -> None:
         ) from None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, cfg: Config | None = None, *, resume: bool = False
+) -> dict[str, Any]:
     """The state saved by :func:`save_checkpoint` or :func:`save_snapshot`, on the CPU.
 
     Loaded with ``weights_only=True`` (:func:`latent_ebm.files.load_weights`): a file that
     names any class or function is refused and nothing of it runs. Earlier versions stored
     numpy's random state, which is read and dropped.
 
+    Its structure is checked: what every reader needs (the iteration, the image shape, the
+    parameters as tensors) and, with ``resume``, every entry that resuming reads, with its type
+    (optimiser states, memory bank, random state, log window, ...), and an iteration within
+    the run's ``train.iters``. With the run's config ``cfg``, the data set the checkpoint was
+    trained on (its name, image size and held-out class, recorded in the checkpoint) must be
+    the run's; a checkpoint of a version that recorded none is taken at its run's word.
+
     Raises:
-        LatentEBMError: no file at ``path``, a refused file, a truncated or foreign one.
+        LatentEBMError: no file at ``path``, a refused file, a truncated or foreign one, an
+            entry missing or of the wrong type, or another data set than ``cfg``'s.
     """
     try:
         state = load_weights(path)
@@ -86,7 +99,179 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise LatentEBMError(f"checkpoint {path} is not a latent-ebm checkpoint")
     if isinstance(state.get("rng"), dict):
         state["rng"].pop("numpy", None)  # earlier versions; training never used it
+    wrong = _structure_problem(state, cfg, resume)
+    if wrong is not None:
+        raise LatentEBMError(
+            f"checkpoint {path} is damaged or not a latent-ebm checkpoint: {wrong}; use "
+            "another checkpoint or train again"
+        )
+    if cfg is not None:
+        _check_data_set(state, cfg, path)
+    if resume and cfg is not None and state["iteration"] > cfg.train.iters:
+        raise LatentEBMError(
+            f"checkpoint {path} is at iteration {state['iteration']}, beyond the run's "
+            f"train.iters={cfg.train.iters} ({CONFIG}): it is not this run's checkpoint"
+        )
     return state
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _optimizer(x: Any) -> bool:
+    """Whether ``x`` has the structure of an optimiser's ``state_dict()``."""
+    return (
+        isinstance(x, dict)
+        and isinstance(x.get("state"), dict)
+        and all(isinstance(v, dict) for v in x["state"].values())
+        and isinstance(x.get("param_groups"), list)
+        and all(
+            isinstance(g, dict)
+            and isinstance(g.get("params"), list)
+            and all(_whole(p) for p in g["params"])
+            for g in x["param_groups"]
+        )
+    )
+
+
+def _optimizers(x: Any) -> bool:
+    return isinstance(x, list) and all(_optimizer(o) for o in x)
+
+
+def _structure_problem(state: dict[str, Any], cfg: Config | None, resume: bool) -> str | None:
+    """What is wrong with the structure of a checkpoint ``state`` (:func:`load_checkpoint`),
+    or ``None``."""
+    shape = state.get("shape")
+    nz = cfg.model.nz if cfg is not None else None
+    # (entry, whether it is as it must be, what it must be), in the order checked
+    checks: list[tuple[str, bool, str]] = [
+        ("iteration", _whole(state.get("iteration")), "a whole number >= 0"),
+        (
+            "shape",
+            isinstance(shape, list | tuple)
+            and len(shape) == 3
+            and all(_whole(n) and n > 0 for n in shape),
+            "the image shape (channels, height, width)",
+        ),
+        (
+            "model",
+            all(isinstance(k, str) and torch.is_tensor(v) for k, v in state["model"].items()),
+            "parameter names and tensors",
+        ),
+        ("config", isinstance(state.get("config", {}), dict), "the run's config"),
+        ("data", isinstance(state.get("data", {}), dict), "the data set's record"),
+    ]
+    if resume:
+        bank, rng, window = state.get("bank"), state.get("rng"), state.get("window")
+        best, refit = state.get("best"), state.get("refit")
+        tensors = [bank.get(k) for k in ("bank", "snapshot")] if isinstance(bank, dict) else []
+        amortised = cfg is not None and cfg.train.post_init == "amortised"
+        checks += [
+            ("elapsed", _number(state.get("elapsed")) and state["elapsed"] >= 0, "seconds"),
+            ("opt_g", _optimizer(state.get("opt_g")), "an optimiser state"),
+            ("opt_prior", _optimizers(state.get("opt_prior")), "a list of optimiser states"),
+            (
+                "opt_amortiser",
+                _optimizers(state.get("opt_amortiser", None if amortised else [])),
+                "a list of optimiser states",
+            ),
+            (
+                "bank",
+                len(tensors) == 2
+                and all(torch.is_tensor(t) and t.is_floating_point() for t in tensors)
+                and tensors[0].ndim == 2
+                and tensors[0].shape == tensors[1].shape
+                and nz in (None, tensors[0].shape[1]),
+                f"a memory bank: tensors bank and snapshot of shape (examples, {nz or 'nz'})",
+            ),
+            (
+                "rng",
+                isinstance(rng, dict)
+                and torch.is_tensor(rng.get("torch"))
+                and rng["torch"].dtype == torch.uint8
+                and rng["torch"].shape == torch.get_rng_state().shape,
+                "the random state {'torch': a byte tensor}",
+            ),
+            (
+                "window",
+                isinstance(window, dict)
+                and all(
+                    isinstance(k, str) and isinstance(v, list) and all(map(_number, v))
+                    for k, v in window.items()
+                ),
+                "the log window: names and lists of numbers",
+            ),
+            (
+                "best",
+                best is None
+                or (
+                    isinstance(best, dict)
+                    and _number(best.get("fid"))
+                    and _whole(best.get("iteration"))
+                ),
+                "none or {'fid', 'iteration'}",
+            ),
+            (
+                "refit",
+                refit is None or (isinstance(refit, list) and all(map(_number, refit))),
+                "none or a list of losses",
+            ),
+        ]
+    for key, ok, expected in checks:
+        if not ok:
+            found = "missing" if key not in state else _show(state[key])
+            return f"{key} is {found}, not {expected}"
+    return None
+
+
+def _show(value: Any) -> str:
+    """A short description of a value of the wrong type."""
+    text = repr(value) if isinstance(value, int | float | str | bool) else ""
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({type(value).__name__})" if text else f"a {type(value).__name__}"
+
+
+def _data_set(data: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The data set of a config's ``data`` section: name, image size (``None``: the set's
+    default, so an explicit default is the same set) and held-out class."""
+    name, size = data.get("name"), data.get("size")
+    if size is None and isinstance(name, str) and name in DATASETS:
+        size = DATASETS[name].size
+    return name, size, data.get("holdout")
+
+
+def _describe(data: tuple[Any, Any, Any]) -> str:
+    name, size, holdout = data
+    text = f"{name} at size {size}"
+    return text if holdout is None else f"{text} (holdout class {holdout})"
+
+
+def data_record(cfg: Config) -> dict[str, Any]:
+    """What a snapshot records of its run's data set (a checkpoint holds the whole config)."""
+    return {"name": cfg.data.name, "size": cfg.data.size, "holdout": cfg.data.holdout}
+
+
+def _check_data_set(state: dict[str, Any], cfg: Config, path: Path) -> None:
+    """A checkpoint ``state`` of ``path`` was trained on the data set of the run's ``cfg``.
+
+    Raises:
+        LatentEBMError: it records another data set.
+    """
+    recorded = state.get("config", {}).get("data", state.get("data"))
+    if not isinstance(recorded, dict):
+        return  # an earlier version recorded none
+    theirs, ours = _data_set(recorded), _data_set(data_record(cfg))
+    if theirs != ours:
+        raise LatentEBMError(
+            f"checkpoint {path} was trained on {_describe(theirs)}, but the run's {CONFIG} is "
+            f"on {_describe(ours)}: it is another run's checkpoint; use the run's own "
+            "checkpoint, or evaluate this one in the run directory it came from"
+        )
 
 
 def load_model_state(model: LatentEBM, state: dict[str, Any], path: Path) -> None:
@@ -120,6 +305,8 @@ def save_snapshot(run_dir: Path, state: dict[str, Any], last_good: int) -> Path:
     """
     (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
     path = run_dir / SNAPSHOTS / f"model-{state['iteration']:07d}.pt"
+    with contextlib.suppress(LatentEBMError):  # the run's config.yaml: the data set trained on
+        state = {**state, "data": data_record(load_config(run_dir / CONFIG))}
     save_checkpoint(path, state, last_good)
     return path
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from latent_ebm.config import Config, load_config, save_config, validate
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.files import remove_abandoned_temporaries, write_atomic
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -22,9 +25,15 @@ EVAL = "eval"
 LOCK = ".lock"
 
 
+_PROBE = ".latent-ebm-probe."  # the prefix of the folders that test a folder is writable
+
+
 def _occupied(path: Path) -> bool:
-    """Whether ``path`` is a folder with something in it (its :data:`LOCK` aside)."""
-    return path.is_dir() and any(p.name != LOCK for p in path.iterdir())
+    """Whether ``path`` is a folder with something in it (its :data:`LOCK` and write probes
+    aside)."""
+    return path.is_dir() and any(
+        p.name != LOCK and not p.name.startswith(_PROBE) for p in path.iterdir()
+    )
 
 
 def check_not_foreign(path: str | Path, consequence: str) -> None:
@@ -62,16 +71,92 @@ def check_creatable(path: str | Path, what: str) -> None:
         where = "" if parent == path else f": {parent} is a file"
         raise LatentEBMError(f"{what} {path} is not a folder{where}; choose another path")
     try:  # a real probe: os.access does not know read-only or special file systems, or root
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".latent-ebm-probe."))
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=_PROBE))
     except OSError as e:
         raise LatentEBMError(
             f"{what} {path}: cannot write in {parent} ({e.strerror or e}); choose another path"
         ) from None
 
 
-def check_new_run_dir(out: Path, force: bool) -> None:
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Check, leaving nothing behind, that a file can be written at ``path`` (as
+    :func:`write_text_file` writes it: a temporary file beside it, renamed over it), so that
+    a command fails before its work rather than after.
+
+    ``what`` names ``path`` in the message (e.g. ``"--json"``).
+
+    Raises:
+        LatentEBMError: ``path`` is a folder or another non-regular file, a parent is a
+            file, or nothing can be written in its folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LatentEBMError(f"{what} {path} is a folder, not a file; give a file path")
+    if path.exists() and not path.is_file():
+        raise LatentEBMError(f"{what} {path} is not a regular file; choose another path")
+    check_creatable(path.parent, f"{what} {path}: its folder")
+
+
+def write_text_file(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`latent_ebm.files.write_atomic`): a failed
+    write (a full disk, a path made a folder meanwhile) leaves no empty or partial file and
+    the earlier file, if any, as it was. Returns ``path``.
+
+    Raises:
+        LatentEBMError: the write failed (one line naming the path and the reason).
+    """
+    try:
+        write_atomic(path, lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
+    return Path(path)
+
+
+def check_run_dir(run_dir: Path, doing: str = "") -> None:
+    """Check that ``run_dir`` is a run directory: a folder holding ``config.yaml``.
+
+    ``doing`` starts the message (e.g. ``"cannot resume: "``).
+
+    Raises:
+        LatentEBMError: ``run_dir`` does not exist, is a file, or holds no ``config.yaml``.
+    """
+    if not run_dir.exists():
+        raise LatentEBMError(
+            f"{doing}{run_dir} is not a run directory (no such folder): it does not exist; "
+            "pass the folder a run was trained into (its --out)"
+        )
+    if not run_dir.is_dir():
+        raise LatentEBMError(
+            f"{doing}{run_dir} is a file, not a run directory; pass the folder a run was "
+            "trained into (its --out)"
+        )
+    if not (run_dir / CONFIG).is_file():
+        raise LatentEBMError(f"{doing}{run_dir} is not a run directory (no {CONFIG})")
+
+
+Contents = tuple[tuple[str, int, int], ...]
+
+
+def _contents(out: Path) -> Contents:
+    """What ``out`` holds (its lock and write probes aside): each entry's name, inode and
+    modification time; ``()`` for a missing or empty folder."""
+    if not out.is_dir():
+        return ()
+    found = []
+    for p in out.iterdir():
+        if p.name != LOCK and not p.name.startswith(_PROBE):
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                st = p.lstat()
+                found.append((p.name, st.st_ino, st.st_mtime_ns))
+    return tuple(sorted(found))
+
+
+def check_new_run_dir(out: Path, force: bool) -> Contents:
     """The checks of a new run in ``out`` that need no lock and change nothing: ``out`` can be
     a folder, and is empty, or holds a run and ``force`` is set.
+
+    Returns what ``out`` holds now: given to :func:`open_run_dir`, it lets ``force`` delete
+    only that run, not one that another process wrote into ``out`` meanwhile.
 
     Raises:
         LatentEBMError: ``out`` is a file or cannot be made, holds a run without ``force``,
@@ -85,17 +170,30 @@ def check_new_run_dir(out: Path, force: bool) -> None:
                 "or --force to start over"
             )
         check_not_foreign(out, "--force will not delete it; choose another --out")
+    return _contents(out)
 
 
 def read_run_config(run_dir: Path) -> Config:
     """The validated ``config.yaml`` of an existing run (what ``--resume`` continues).
 
     Raises:
-        LatentEBMError: no ``config.yaml``, or a bad one (naming the field).
+        LatentEBMError: no such folder, a file, no ``config.yaml``, or a bad one (naming the
+            field).
     """
-    if not (run_dir / CONFIG).exists():
-        raise LatentEBMError(f"cannot resume: {run_dir / CONFIG} does not exist")
+    check_run_dir(run_dir, "cannot resume: ")
     return validate(load_config(run_dir / CONFIG))
+
+
+def _folder_error(path: Path, e: OSError, doing: str) -> LatentEBMError:
+    """The one-line error of an ``OSError`` ``e`` while ``doing`` something in the run
+    directory ``path``, with what to do about it."""
+    if e.errno == errno.ENOSPC:
+        hint = "free disk space and retry"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "make it writable (permissions, a read-only file system) or choose another"
+    else:
+        hint = "check the folder and retry"
+    return LatentEBMError(f"cannot {doing} in run directory {path} ({e.strerror or e}); {hint}")
 
 
 class RunLock:
@@ -105,103 +203,219 @@ class RunLock:
     killed writer holds a stale id and is simply locked again).
 
     Raises:
-        LatentEBMError: another process holds it (naming that process).
+        LatentEBMError: another process holds it (naming that process), or the lock cannot
+            be taken (``.lock`` is a folder, a read-only folder, a full disk); a lock file
+            this call made is then removed.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK
-        self.made_dir = False  # set by open_run_dir: the folder was made by this run
+        self.made: list[Path] = []  # set by open_run_dir: the folders this run made
+        self._fd: int | None = None
         while True:
-            self._file = self.path.open("a+")
+            fd, created = self._open()
             try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self._file.seek(0)
-                pid = self._file.read().strip() or "(unknown)"
-                self._file.close()
+                pid = os.pread(fd, 64, 0).decode(errors="replace").strip() or "(unknown)"
+                os.close(fd)
                 raise LatentEBMError(
                     f"run directory {run_dir} is in use by process {pid}, which holds its "
                     f"lock {self.path}; wait for that training to end (or stop it), then retry"
                 ) from None
-            if self._is_current():
+            except OSError as e:  # e.g. a file system without locks
+                if created and self._is_current(fd):
+                    self.path.unlink()
+                os.close(fd)
+                raise _folder_error(run_dir, e, f"lock {self.path}") from None
+            if self._is_current(fd):
                 break
-            self._file.close()  # a releasing holder removed the file we locked: again
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{os.getpid()}\n")
-        self._file.flush()
-
-    def _is_current(self) -> bool:
-        """Whether the locked file is still the one at :attr:`path`."""
+            os.close(fd)  # a releasing holder removed the file we locked: again
+        self._fd = fd
         try:
-            return os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino
+            os.ftruncate(fd, 0)
+            data = f"{os.getpid()}\n".encode()
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as e:  # a full disk: the lock file goes, whoever made it
+            self.release()
+            raise _folder_error(run_dir, e, f"write the lock {self.path}") from None
+
+    def _open(self) -> tuple[int, bool]:
+        """A descriptor of the lock file, made if missing, and whether this call made it."""
+        while True:
+            try:
+                try:
+                    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                    return os.open(self.path, flags, 0o644), True
+                except FileExistsError:
+                    return os.open(self.path, os.O_RDWR | os.O_NOFOLLOW), False
+            except FileNotFoundError:
+                continue  # a releasing holder removed it between the two calls: again
+            except OSError as e:
+                if e.errno == errno.EISDIR:
+                    raise LatentEBMError(
+                        f"{self.path} is a folder, not the lock file of run directory "
+                        f"{self.path.parent}; move it away, then retry"
+                    ) from None
+                if e.errno == errno.ELOOP:
+                    raise LatentEBMError(
+                        f"{self.path} is a symbolic link, not the lock file of run directory "
+                        f"{self.path.parent}; remove it, then retry"
+                    ) from None
+                raise _folder_error(self.path.parent, e, f"make the lock {self.path}") from None
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether the file of ``fd`` is still the one at :attr:`path`."""
+        try:
+            return os.path.samestat(os.stat(self.path, follow_symlinks=False), os.fstat(fd))
         except FileNotFoundError:
             return False
 
     def release(self) -> None:
         """Remove the lock file and release the lock; a second call does nothing."""
-        if not self._file.closed:
-            if self._is_current():
-                self.path.unlink()
-            self._file.close()
+        if self._fd is not None:
+            if self._is_current(self._fd):
+                self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Remove the temporary files of writes that a kill interrupted (``.checkpoint.pt.*.tmp``
-    and the like). Only the lock holder calls this: every such file is its own."""
-    stale = [run_dir.glob(f".{name}.*.tmp") for name in (CHECKPOINT, BEST, CONFIG, METRICS)]
-    stale.append((run_dir / SNAPSHOTS).glob(".*.tmp"))
-    for paths in stale:
-        for path in paths:
-            path.unlink(missing_ok=True)
+def clean_temporaries(run_dir: str | Path) -> None:
+    """Remove the temporary files that killed writers left in the run directory ``run_dir``
+    and its subfolders (``eval/``, ``snapshots/``, ``samples/``, ...): those of
+    :func:`latent_ebm.files.write_atomic` that no live process is writing
+    (:func:`latent_ebm.files.remove_abandoned_temporaries`). Safe without the run's lock:
+    readers that write into a run (``plot``, ``eval``, ``sample``) call it too."""
+    run_dir = Path(run_dir)
+    remove_abandoned_temporaries(run_dir)
+    try:
+        folders = [p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return
+    for folder in folders:
+        remove_abandoned_temporaries(folder)
 
 
-def open_run_dir(out: Path, cfg: Config | None, resume: bool, force: bool) -> RunLock:
-    """Take the lock of the run directory ``out`` (made if missing), then prepare it.
-
-    A new run (``cfg``) checks ``out`` again under the lock, deletes an earlier run there with
-    ``force`` and writes ``config.yaml``; ``resume`` (``cfg`` ``None``) keeps everything. Both
-    remove stale temporary files. Returns the held lock: release it when training ends.
+def _make_folders(out: Path) -> list[Path]:
+    """Make ``out`` and its missing parents; return the folders this call made, outermost
+    first (not one that another process made meanwhile).
 
     Raises:
-        LatentEBMError: another process holds the lock (nothing was changed), or a check of
-            :func:`check_new_run_dir` fails.
+        LatentEBMError: a folder cannot be made; those made before are removed.
     """
-    made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+    path = out
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    made: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue  # another process made it: not ours to remove
+        except OSError as e:
+            _remove_empty(made)
+            raise _folder_error(out, e, f"make {folder}") from None
+        made.append(folder)
+    return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders ``made`` (outermost first) that are empty, innermost first; stop at
+    one that is not: someone else's files are in it."""
+    for folder in reversed(made):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+def _check_writable(out: Path) -> None:
+    """A probe that leaves nothing: something can be made in the existing folder ``out``.
+
+    Raises:
+        LatentEBMError: it cannot (permissions, a read-only file system, a full disk).
+    """
     try:
+        os.rmdir(tempfile.mkdtemp(dir=out, prefix=_PROBE))
+    except OSError as e:
+        raise _folder_error(out, e, "write") from None
+
+
+def open_run_dir(
+    out: Path, cfg: Config | None, resume: bool, force: bool, seen: Contents | None = None
+) -> RunLock:
+    """Take the lock of the run directory ``out`` (made if missing), then prepare it.
+
+    A new run (``cfg``) checks ``out`` again under the lock: the check that decides, since
+    another run may have written ``out`` since :func:`check_new_run_dir` (whose result is
+    ``seen``). It refuses a run it finds there, deleting nothing, unless ``force`` is set and
+    the run is the one ``seen`` held; then it deletes that run and writes ``config.yaml``.
+    ``resume`` (``cfg`` ``None``) keeps everything. Both remove the temporary files of killed
+    writers (:func:`clean_temporaries`). Returns the held lock: release it when training ends
+    (or :func:`abandon_new_run`).
+
+    A failure removes only what this call made: the folders it made (when empty) and, once
+    the folder was found new under the lock, what it wrote there.
+
+    Raises:
+        LatentEBMError: another process holds the lock, the folder cannot be made or written
+            (a full disk, a read-only folder, ``.lock`` a folder), or a check of
+            :func:`check_new_run_dir` fails under the lock (nothing was changed).
+    """
+    if resume:
+        check_run_dir(out, "cannot resume: ")
+    made = [] if resume else _make_folders(out)
+    try:
+        _check_writable(out)
         lock = RunLock(out)
     except BaseException:
-        if made:
-            shutil.rmtree(out, ignore_errors=True)
+        _remove_empty(made)
         raise
-    lock.made_dir = made
+    lock.made = made
+    new = False  # set once the folder is this run's: found empty, or emptied with --force
     try:
-        if resume:
-            if not (out / CONFIG).exists():
-                raise LatentEBMError(f"cannot resume: {out / CONFIG} does not exist")
-        else:
-            check_new_run_dir(out, force)
-            for path in out.iterdir():  # an earlier run, with --force
-                if path.name != LOCK:
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-            assert cfg is not None
-            save_config(cfg, out / CONFIG)
-        _remove_stale_temporaries(out)
-    except BaseException:
         if not resume:
+            if _occupied(out):
+                check_new_run_dir(out, force)
+                if seen is not None and _contents(out) != seen:
+                    raise LatentEBMError(
+                        f"run directory {out} changed since this run checked it (another run "
+                        "wrote it meanwhile), so --force deleted nothing; look at it, then "
+                        "rerun with --force to start over"
+                    )
+                for path in out.iterdir():  # the earlier run that --force deletes
+                    if path.name != LOCK:
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+            new = True
+            assert cfg is not None
+            try:
+                save_config(cfg, out / CONFIG)
+            except OSError as e:
+                raise _folder_error(out, e, f"write {CONFIG}") from None
+        clean_temporaries(out)
+    except BaseException:
+        if new:
             abandon_new_run(out, lock)
-        lock.release()
+        else:
+            lock.release()
+            _remove_empty(made)
         raise
     return lock
 
 
 def abandon_new_run(out: Path, lock: RunLock) -> None:
     """Remove what a new run made in ``out`` (it failed before training) and release its lock,
-    so that the corrected command needs no ``--force``."""
+    so that the corrected command needs no ``--force``.
+
+    Only for the lock :func:`open_run_dir` returned for a new run: it found ``out`` empty
+    (or emptied it with ``--force``) under that lock, so everything in ``out`` but the lock
+    is this run's. The folders the run made are removed when empty.
+    """
     for path in out.iterdir():
         if path.name != LOCK:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
     lock.release()
-    if lock.made_dir:
-        shutil.rmtree(out, ignore_errors=True)
+    _remove_empty(lock.made)

@@ -20,19 +20,61 @@ from latent_ebm.rundir.layout import EVAL, METRICS
 
 def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """The complete lines of a metrics log as dicts, and whether a partial last line (a write
-    that a full disk or a kill cut short) followed them."""
-    text = path.read_text()
-    lines = text.split("\n")
-    tail = lines.pop()  # "" when the file ends with a newline
+    that a full disk or a kill cut short) followed them.
+
+    Raises:
+        LatentEBMError: the log cannot be read (e.g. a folder), or a complete line is not
+            UTF-8, not JSON or not a line of the log (:func:`_line_problem`).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LatentEBMError(f"cannot read {path} ({e.strerror or e}); {_FIX}") from None
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
     rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise LatentEBMError(f"{path} line {i} is not UTF-8 text: {_CORRUPT}") from None
         except json.JSONDecodeError:
-            raise LatentEBMError(f"{path} line {i} is not JSON: the log is corrupt") from None
+            raise LatentEBMError(f"{path} line {i} is not JSON: {_CORRUPT}") from None
+        wrong = _line_problem(row)
+        if wrong is not None:
+            raise LatentEBMError(f"{path} line {i} {wrong}: {_CORRUPT}")
+        rows.append(row)
     return rows, bool(tail.strip())
+
+
+_FIX = "move it away to start the log afresh (the checkpoint does not need it)"
+_CORRUPT = f"the log is corrupt; remove that line, or {_FIX}"
+
+
+def _line_problem(row: Any) -> str | None:
+    """What makes ``row`` (a parsed JSON line) not a line of the metrics log, or ``None``: a
+    line is an object with a whole ``iteration`` and ``stage``, a number ``time`` and
+    numbers for every other key, but ``eval``, an object of numbers (:func:`write_eval_line`)."""
+    if not isinstance(row, dict):
+        return f"is a JSON {type(row).__name__}, not an object"
+    for key in ("iteration", "stage", "time"):
+        if key not in row:
+            return f"has no {key!r}"
+    for key, value in row.items():
+        whole = key in ("iteration", "stage")
+        if key == "eval":
+            if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
+                return "has an 'eval' that is not an object of numbers"
+        elif not _is_number(value) or (whole and not (isinstance(value, int) and value >= 0)):
+            kind = "a whole number >= 0" if whole else "a number"
+            return f"has {key!r} = {json.dumps(value)[:40]}, not {kind}"
+    return None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -42,10 +84,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     :func:`split_metrics` separates them from the loss lines.
 
     Raises:
-        LatentEBMError: a complete line that is not JSON.
+        LatentEBMError: the log is not a readable file, or a complete line is not UTF-8, not
+            JSON, or not a line of the log (an object with whole ``iteration`` and ``stage``,
+            a number ``time``, numbers for the rest and an ``eval`` object of numbers).
     """
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     rows, partial = _metrics_lines(path)
     if partial:
@@ -68,17 +112,24 @@ def truncate_metrics(run_dir: Path, iteration: int) -> None:
     """Drop the log lines written after ``iteration`` (the checkpoint a run resumes from) and
     a partial last line; the log is rewritten atomically."""
     path = run_dir / METRICS
-    if path.exists():
+    if os.path.lexists(path):
         rows, _ = _metrics_lines(path)
         text = "".join(json.dumps(m) + "\n" for m in rows if m["iteration"] <= iteration)
-        write_atomic(path, lambda f: f.write(text.encode()))
+        _write_text(path, text, "free disk space and resume again")
 
 
 def open_metrics_log(run_dir: Path | None) -> int:
     """A file descriptor appending to ``run_dir/metrics.jsonl`` (``None``: to ``os.devnull``,
-    for the processes that write no files); close it with ``os.close``."""
+    for the processes that write no files); close it with ``os.close``.
+
+    Raises:
+        LatentEBMError: the log cannot be opened (e.g. it is a folder, or a full disk).
+    """
     path = os.devnull if run_dir is None else run_dir / METRICS
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise LatentEBMError(f"cannot open {path} to append ({e.strerror or e}); {_FIX}") from None
 
 
 def write_metrics_line(
@@ -184,7 +235,15 @@ def _write_json(path: Path, obj: Any, hint: str, indent: int | None = None) -> N
     Raises:
         LatentEBMError: the write failed (e.g. a full disk), ending with ``hint``.
     """
-    text = json.dumps(obj, indent=indent) + "\n"
+    _write_text(path, json.dumps(obj, indent=indent) + "\n", hint)
+
+
+def _write_text(path: Path, text: str, hint: str) -> None:
+    """Write ``text`` to ``path``, atomically.
+
+    Raises:
+        LatentEBMError: the write failed (e.g. a full disk), ending with ``hint``.
+    """
     try:
         write_atomic(path, lambda f: f.write(text.encode()))
     except OSError as e:
@@ -194,6 +253,36 @@ def _write_json(path: Path, obj: Any, hint: str, indent: int | None = None) -> N
 def report_path(run_dir: str | Path, metric: str) -> Path:
     """Where the report of ``metric`` lives: ``DIR/eval/<metric>.json``."""
     return Path(run_dir) / EVAL / f"{metric}.json"
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A report of ``eval/`` (:func:`write_report`), checked: a JSON object whose ``value``,
+    if any, is a number, and whose ``settings`` and ``features``, if any, are objects.
+
+    Raises:
+        LatentEBMError: the file cannot be read, is not UTF-8 JSON, or is not a report.
+    """
+    try:
+        report = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise LatentEBMError(
+            f"cannot read the report {path} ({e.strerror or e}); {_REPORT_FIX}"
+        ) from None
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        raise LatentEBMError(f"{path} is not a readable JSON report; {_REPORT_FIX}") from None
+    if not isinstance(report, dict):
+        wrong = f"is a JSON {type(report).__name__}, not an object"
+    elif "value" in report and not _is_number(report["value"]):
+        wrong = f"has the value {json.dumps(report['value'])[:40]}, not a number"
+    else:
+        bad = [k for k in ("settings", "features") if not isinstance(report.get(k, {}), dict)]
+        wrong = f"has {bad[0]!r} that is not an object" if bad else None
+    if wrong is not None:
+        raise LatentEBMError(f"the report {path} {wrong}; {_REPORT_FIX}")
+    return report
+
+
+_REPORT_FIX = "remove it, or evaluate the run again (latent-ebm eval) to rewrite it"
 
 
 def write_report(run_dir: str | Path, metric: str, report: dict[str, Any]) -> Path:
