@@ -157,12 +157,10 @@ def _train_locked(
     if resume and ckpt_path.exists():
         state = rundir.load_checkpoint(ckpt_path, cfg, resume=True)
         rundir.load_model_state(model, state, ckpt_path)
-        opt_g.load_state_dict(state["opt_g"])
-        model.prior.load_optimizer_state(state["opt_prior"])
+        optims = {"opt_g": [opt_g], "opt_prior": model.prior.optims}
         if amortiser is not None:
-            amortiser.load_optimizer_state(state["opt_amortiser"])
-        bank.load_state_dict(state["bank"])
-        torch.set_rng_state(state["rng"]["torch"])
+            optims["opt_amortiser"] = amortiser.optims
+        rundir.restore_training(state, ckpt_path, optims, bank)  # optimisers, bank, rng
         start, elapsed, refit = state["iteration"], state["elapsed"], state.get("refit")
         window = defaultdict(list, state["window"])
         best = state.get("best")  # {"fid", "iteration"} of best.pt (train.keep_best)

@@ -323,6 +323,11 @@ _BAD_RESUME = {
     "best-string": _set("best", "fid"),
     "refit-string": _set("refit", "done"),
     "iteration-beyond": _set("iteration", 10**9),
+    # well typed, but not fitting the run: other counts or shapes
+    "opt_g-no-groups": lambda s: s["opt_g"].update(param_groups=[]),
+    "opt_g-state-shape": lambda s: s["opt_g"]["state"][0].update(exp_avg=torch.zeros(2, 2)),
+    "opt_prior-too-few": lambda s: s.update(opt_prior=s["opt_prior"][:1]),
+    "bank-rows": lambda s: s.update(bank={k: v[:10] for k, v in s["bank"].items()}),
 }
 
 

@@ -31,7 +31,7 @@ from latent_ebm.config import Config, check_seed, num_stages
 from latent_ebm.data import to_float, to_uint8
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation.metrics import reconstruct
-from latent_ebm.files import write_atomic
+from latent_ebm.files import remove_abandoned_temporaries, write_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
 from latent_ebm.rundir import (
@@ -302,6 +302,7 @@ def sample_run(
         check_creatable(prefix.parent, "--out")
     cfg, model, _ = load_run(run_dir, checkpoint=checkpoint)
     clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
+    remove_abandoned_temporaries(prefix.parent)  # and those of a sample into --out
     model.prior = model.prior.sharpened(sharpen)
     z = sample_latents(
         model,

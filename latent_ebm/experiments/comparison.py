@@ -34,7 +34,7 @@ from latent_ebm.evaluation.plots import save_figure
 from latent_ebm.experiments.columns import COLUMNS
 from latent_ebm.experiments.reproduction import IGNORED_FIELDS
 from latent_ebm.experiments.stats import summarize
-from latent_ebm.files import write_atomic
+from latent_ebm.files import remove_abandoned_temporaries, write_atomic
 from latent_ebm.rundir import (
     CONFIG,
     EVAL,
@@ -288,6 +288,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path = ".") -> Compariso
     check_creatable(out, "--out")
     text = markdown(records)
     out.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(out)  # of a compare that was killed while writing
     md_path = out / "compare.md"
     try:
         write_atomic(md_path, lambda f: f.write(text.encode()))

@@ -13,6 +13,7 @@ from latent_ebm.config import Config, load_config
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.files import WeightsFileError, load_weights, save_atomic
+from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM
 from latent_ebm.rundir.layout import CHECKPOINT, CONFIG, SNAPSHOTS
 
@@ -295,6 +296,52 @@ def load_model_state(model: LatentEBM, state: dict[str, Any], path: Path) -> Non
             f"checkpoint {path} holds a non-finite parameter ({bad[0]}: NaN/Inf); it cannot "
             "be used: retrain with lower learning rates"
         )
+
+
+def restore_training(
+    state: dict[str, Any],
+    path: Path,
+    optimizers: dict[str, list[torch.optim.Optimizer]],
+    bank: MemoryBank,
+) -> None:
+    """Load into the run's objects what a checkpoint ``state`` of ``path`` (read by
+    :func:`load_checkpoint` with ``resume``) holds beyond the model: the optimiser states
+    (``optimizers``: each checkpoint entry, e.g. ``"opt_g"``, and the optimisers it restores, in
+    order), the memory bank and the random state; each must fit the run (the number of
+    optimisers, their parameters and their states' shapes; the bank's shape).
+
+    Raises:
+        LatentEBMError: something does not fit: the checkpoint is damaged or another run's.
+    """
+
+    def misfit(what: str) -> LatentEBMError:
+        return LatentEBMError(
+            f"checkpoint {path} does not fit the run: {what}; it is damaged or another "
+            "run's: use the run's own checkpoint or train again"
+        )
+
+    for key, optims in optimizers.items():
+        saved = state[key] if isinstance(state[key], list) else [state[key]]
+        if len(saved) != len(optims):
+            raise misfit(f"{key} holds {len(saved)} optimiser states, the run has {len(optims)}")
+        for opt, opt_state in zip(optims, saved, strict=True):
+            try:
+                opt.load_state_dict(opt_state)
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+                raise misfit(f"{key}: {one_line(e)[:200]}") from None
+            for p in (p for group in opt.param_groups for p in group["params"]):
+                for name, value in opt.state.get(p, {}).items():
+                    if torch.is_tensor(value) and value.ndim and value.shape != p.shape:
+                        shapes = f"{tuple(value.shape)} for a parameter {tuple(p.shape)}"
+                        raise misfit(f"{key} holds {name} of shape {shapes}")
+    saved_bank = state["bank"]["bank"]
+    if saved_bank.shape != bank.bank.shape:
+        raise misfit(
+            f"its memory bank has shape {tuple(saved_bank.shape)}, the run's data set and "
+            f"model.nz need {tuple(bank.bank.shape)}"
+        )
+    bank.load_state_dict(state["bank"])
+    torch.set_rng_state(state["rng"]["torch"])
 
 
 def save_snapshot(run_dir: Path, state: dict[str, Any], last_good: int) -> Path:

@@ -118,7 +118,8 @@ def check_run_dir(run_dir: Path, doing: str = "") -> None:
     ``doing`` starts the message (e.g. ``"cannot resume: "``).
 
     Raises:
-        LatentEBMError: ``run_dir`` does not exist, is a file, or holds no ``config.yaml``.
+        LatentEBMError: ``run_dir`` does not exist, is a file, or holds no ``config.yaml``
+            (or one that is not a file).
     """
     if not run_dir.exists():
         raise LatentEBMError(
@@ -130,8 +131,13 @@ def check_run_dir(run_dir: Path, doing: str = "") -> None:
             f"{doing}{run_dir} is a file, not a run directory; pass the folder a run was "
             "trained into (its --out)"
         )
-    if not (run_dir / CONFIG).is_file():
+    if not os.path.lexists(run_dir / CONFIG):
         raise LatentEBMError(f"{doing}{run_dir} is not a run directory (no {CONFIG})")
+    if not (run_dir / CONFIG).is_file():
+        raise LatentEBMError(
+            f"{doing}{run_dir / CONFIG} is not a file: the run's config is damaged; put back "
+            f"the {CONFIG} the run was trained with"
+        )
 
 
 Contents = tuple[tuple[str, int, int], ...]
