@@ -52,15 +52,7 @@ from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_ru
 from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
-from latent_ebm.rundir import (
-    CHECKPOINT,
-    clean_temporaries,
-    kept_parts,
-    load_data,
-    load_run,
-    snapshots,
-    write_report,
-)
+from latent_ebm.rundir import CHECKPOINT, kept_parts, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import METHODS, check_sharpen, sharpen_suffix
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
@@ -356,7 +348,6 @@ def evaluate_run(
     dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
     cfg, model, state = load_run(run_dir, dev, checkpoint=checkpoint)
-    clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     model.prior = model.prior.sharpened(sharpen)
     if start == "amortised" and model.amortiser is None:
         raise LatentEBMError(

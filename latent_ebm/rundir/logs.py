@@ -15,7 +15,7 @@ import numpy as np
 
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.files import write_atomic
-from latent_ebm.rundir.layout import EVAL, METRICS
+from latent_ebm.rundir.layout import EVAL, METRICS, clean_temporaries
 
 
 def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
@@ -287,10 +287,13 @@ _REPORT_FIX = "remove it, or evaluate the run again (latent-ebm eval) to rewrite
 
 def write_report(run_dir: str | Path, metric: str, report: dict[str, Any]) -> Path:
     """Write ``report`` (JSON, indented) to :func:`report_path`, atomically; returns that path.
+    The temporary files that killed writers left in the run go first
+    (:func:`~latent_ebm.rundir.layout.clean_temporaries`).
 
     Raises:
         LatentEBMError: the write failed (e.g. a full disk); no partial file is left.
     """
+    clean_temporaries(run_dir)
     path = report_path(run_dir, metric)
     _write_json(path, report, "the earlier report, if any, is kept", indent=2)
     _partial_path(run_dir, metric).unlink(missing_ok=True)
