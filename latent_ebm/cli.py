@@ -14,10 +14,13 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 import typing
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from latent_ebm.arguments import build_parser, seed_list
@@ -236,11 +239,38 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: object
     return f"warning: {message}\n"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _interrupting_signals() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise ``KeyboardInterrupt`` (naming the signal), as Ctrl-C
+    does by default; without it SIGTERM would kill the process with status 143. A signal the
+    caller ignores (``SIG_IGN``) stays ignored; outside the main thread nothing changes. The
+    training loop defers them to the end of an iteration (:func:`distributed.catch_signals`).
+    """
+    old = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                old[s] = signal.signal(s, _interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latent-ebm`` console script; returns the exit status.
 
-    A user error is one line ``error: ...`` and status 1; Ctrl-C (SIGINT) at any point,
-    imports included, is one line and status 130 (during training, after a checkpoint).
+    A user error is one line ``error: ...`` and status 1; SIGINT (Ctrl-C) or SIGTERM at any
+    point, imports included, is one line ``interrupted: ...`` and status 130 (during training,
+    after a checkpoint that ``--resume`` continues from). While it runs, both signals raise
+    ``KeyboardInterrupt`` (:func:`_interrupting_signals`); the previous handlers return after.
     """
     commands = {
         "train": _cmd_train,
@@ -252,17 +282,19 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
     }
     try:
-        warnings.formatwarning = _warning_line  # type: ignore[assignment]
-        args = build_parser().parse_args(argv)
-        commands[args.command](args)
+        with _interrupting_signals():
+            warnings.formatwarning = _warning_line  # type: ignore[assignment]
+            args = build_parser().parse_args(argv)
+            commands[args.command](args)
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except LatentEBMError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        by = f"by {e.args[0]}" if e.args else "by a signal"
+        print(f"interrupted: stopped {by} before the command finished", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

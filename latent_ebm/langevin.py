@@ -7,18 +7,78 @@ test-time sampler:
 
 (paper Eq. 3, the step-size convention of the LEBM reference code); :func:`mala`, the same
 proposal with a Metropolis-Hastings correction, whose stationary law is exactly ``p``.
+
+When a chain diverges, :func:`remedy` says which setting to change: a network's learning rate
+when that network's part of the log-density is already not finite where the chain starts (no
+step size helps then), else the chain's step size.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from latent_ebm.errors import ChainDivergedError
 
-__all__ = ["langevin", "mala"]
+__all__ = ["Cause", "Setting", "finite_at", "langevin", "mala", "remedy"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A config field and its value, as a message names them: ``train.lr (now 1e+30)``."""
+
+    name: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.name} (now {self.value:g})"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A part of a chain's log-density (a network's term, ``(B, D)`` -> ``(B,)``), what to call
+    it in a message, and the setting that trained it (its learning rate)."""
+
+    what: str
+    log_prob: Callable[[torch.Tensor], torch.Tensor]
+    setting: Setting
+
+
+def finite_at(log_prob: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> bool:
+    """Whether ``log_prob`` (``(B, D)`` -> ``(B,)``) and its gradient are finite (no NaN/Inf)
+    at every row of ``z`` ``(B, D)``, computed in float32."""
+    z = z.detach().float().requires_grad_(True)
+    with torch.enable_grad(), torch.autocast(z.device.type, enabled=False):
+        value = log_prob(z)
+        (grad,) = torch.autograd.grad(value.sum(), z, allow_unused=True)
+    finite = bool(torch.isfinite(value).all())
+    return finite and (grad is None or bool(torch.isfinite(grad).all()))
+
+
+def remedy(z0: torch.Tensor, causes: Sequence[Cause], step: Setting) -> str:
+    """What to change after a chain started at ``z0`` ``(B, D)`` diverged.
+
+    Each part of its log-density (``causes``) is evaluated, with its gradient, at the start
+    ``z0``: a part that is already not finite (NaN/Inf) there comes from a network whose
+    weights diverged, whatever the step size, and the remedy is to lower the setting that
+    trained it. Only when every part is finite at the start is the chain's step size ``step``
+    to blame. Returns the remedy as a clause, e.g. ``"the generator's log-likelihood is not
+    finite (NaN/Inf) where the chain starts: its weights diverged; lower train.lr (now
+    1e+30)"``.
+    """
+    bad = [c for c in causes if not finite_at(c.log_prob, z0)]
+    if not bad:
+        return f"lower {step}"
+    what = " and ".join(c.what for c in bad)
+    verb, whose = ("is", "its") if len(bad) == 1 else ("are", "their")
+    settings = " and ".join(str(c.setting) for c in bad)
+    return (
+        f"{what} {verb} not finite (NaN/Inf) where the chain starts: {whose} weights "
+        f"diverged; lower {settings}"
+    )
 
 
 def langevin(

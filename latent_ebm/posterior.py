@@ -22,13 +22,40 @@ import torch
 from latent_ebm import rng
 from latent_ebm.config import Config
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
+from latent_ebm.langevin import Cause, Setting, remedy
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM
 from latent_ebm.precision import autocast
 
-__all__ = ["STARTS", "chain_start", "posterior_step"]
+__all__ = ["STARTS", "chain_causes", "chain_start", "posterior_step", "setting"]
 
 STARTS = ("noise", "amortised")  # the starts of a chain outside training (no memory bank)
+
+
+def setting(cfg: Config, name: str) -> Setting:
+    """The config field ``name`` (``section.field``) and its value in ``cfg``."""
+    section, field = name.split(".")
+    return Setting(name, getattr(getattr(cfg, section), field))
+
+
+def chain_causes(
+    model: LatentEBM, cfg: Config, x: torch.Tensor | None = None, training: bool = False
+) -> list[Cause]:
+    """The networks a chain of ``model`` runs through, each with the learning rate that
+    trained it (:func:`latent_ebm.langevin.remedy`): the prior (``prior.lr``; with
+    ``training``, the prior of the training-time posterior chains) and, for posterior chains of
+    the images ``x`` ``(B, C, H, W)``, the generator (``train.lr``)."""
+    log_prior = model.prior.inference_log_prob if training else model.prior.log_prob
+    causes = [Cause("the prior's log-density", log_prior, setting(cfg, "prior.lr"))]
+    if x is not None:
+        x = x.detach()
+
+        def log_likelihood(z: torch.Tensor) -> torch.Tensor:
+            return model.log_likelihood(x, z)
+
+        likelihood = "the generator's log-likelihood"
+        causes.insert(0, Cause(likelihood, log_likelihood, setting(cfg, "train.lr")))
+    return causes
 
 
 def chain_start(
@@ -87,7 +114,9 @@ def posterior_step(
         The samples ``z`` ``(B, nz)`` and the amortiser's logs (``{}`` without one).
 
     Raises:
-        ChainDivergedError: the chain reached NaN/Inf (the message names the examples).
+        ChainDivergedError: the chain reached NaN/Inf (the message names the examples and the
+            setting to change: the learning rate of a network that is not finite where the
+            chain starts, else ``train.post_step_size``; :func:`latent_ebm.langevin.remedy`).
     """
     # A warm chain continues from a bank row or an amortised draw: the bank rows written below
     # stay posterior samples, so the persistent prior samples keep their meaning.
@@ -101,7 +130,7 @@ def posterior_step(
     if bad:
         raise ChainDivergedError(
             f"the amortised start of data-set examples {_examples(bad, idx)} is not finite "
-            f"(NaN/Inf); lower train.amortiser_lr (now {t_cfg.amortiser_lr})",
+            f"(NaN/Inf): its weights diverged; lower {setting(cfg, 'train.amortiser_lr')}",
             bad,
         )
     noise = streams.chain_noise(rng.POSTERIOR_NOISE, cfg.model.nz)
@@ -110,9 +139,10 @@ def posterior_step(
         with autocast(t_cfg.precision, x.device):
             z = model.infer(x, z0, steps, t_cfg.post_step_size, noise, training=True)
     except ChainDivergedError as e:
+        causes = chain_causes(model, cfg, x, training=True)
         raise ChainDivergedError(
             f"the posterior chain of data-set examples {_examples(e.rows, idx)} diverged "
-            f"(NaN/Inf); lower train.post_step_size (now {t_cfg.post_step_size})",
+            f"(NaN/Inf): {remedy(z0, causes, setting(cfg, 'train.post_step_size'))}",
             e.rows,
         ) from None
     bank.write(idx, z)

@@ -13,12 +13,16 @@ refit (``gaussian``, ``lebm``) return at once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
 from latent_ebm import rng
 from latent_ebm.config import Config
 from latent_ebm.data import Dataset, to_float
+from latent_ebm.errors import ChainDivergedError, LatentEBMError
+from latent_ebm.langevin import Cause, Setting, finite_at, remedy
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors.base import Refit
 
@@ -117,10 +121,72 @@ def refit_prior(
     model: LatentEBM, data: Dataset, cfg: Config, progress: bool = False
 ) -> list[float] | None:
     """Refit ``model``'s prior as the config says; ``None`` when ``prior.refit_steps`` is 0,
-    else each fitted part's last loss (``[]`` for a prior with nothing to refit)."""
+    else each fitted part's last loss (``[]`` for a prior with nothing to refit).
+
+    Raises:
+        LatentEBMError: a chain or the fit diverged, naming the setting to change: for the
+            posterior samples ``train.lr`` or ``prior.lr`` (a network not finite where the
+            chains start) else ``train.post_step_size``; for the fit ``prior.refit_lr`` (a
+            loss, a ratio's weights or the refitted log-density not finite), else, for a chain
+            of ``prior.refit_sampler=chain``, ``sample.step_size``.
+    """
     settings = refit_settings(cfg)
     if settings.steps == 0:
         return None
     if not model.prior.refits:  # nothing to refit: spare the posterior samples
         return []
-    return model.prior.refit(refit_rows(model, data.train_x, cfg, progress), settings, progress)
+    images = data.train_x
+    try:
+        z_q = refit_rows(model, images, cfg, progress)
+    except ChainDivergedError as e:
+        x = to_float(images[:100]).to(model.device)
+        g = rng.generator_for(settings.seed, rng.REFIT, _INIT)
+        z0 = torch.randn(len(x), model.nz, generator=g).to(model.device)
+        causes = [
+            Cause(
+                "the generator's log-likelihood",
+                lambda z: model.log_likelihood(x, z),
+                Setting("train.lr", cfg.train.lr),
+            ),
+            Cause(
+                "the prior's log-density", model.prior.log_prob, Setting("prior.lr", cfg.prior.lr)
+            ),
+        ]
+        fix = remedy(z0, causes, Setting("train.post_step_size", cfg.train.post_step_size))
+        raise ChainDivergedError(f"the refit's posterior samples: {e}; {fix}", e.rows) from None
+    prior = Cause(
+        "the refitted prior's log-density",
+        model.prior.log_prob,
+        Setting("prior.refit_lr", settings.lr),
+    )
+    try:
+        losses = model.prior.refit(z_q, settings, progress)
+    except ChainDivergedError as e:
+        # Only the unadjusted chain has a step size to blame: MALA rejects what diverges.
+        step = prior.setting
+        if settings.sampler == "chain":
+            step = Setting("sample.step_size", settings.step_size)
+        fix = remedy(z_q, [prior], step)
+        raise ChainDivergedError(f"a chain of the refit: {e}; {fix}", e.rows) from None
+    _check_refit(model, z_q, losses, prior)
+    return losses
+
+
+def _check_refit(model: LatentEBM, z_q: torch.Tensor, losses: list[float], prior: Cause) -> None:
+    """Refuse a refit whose losses or ratio weights, or whose log-density or its gradient at
+    the fitted rows ``z_q``, are not finite (NaN/Inf), naming ``prior``'s setting (the refit's
+    learning rate).
+
+    Raises:
+        LatentEBMError: the refit diverged.
+    """
+    bad = [name for name, p in model.prior.named_parameters() if not bool(p.isfinite().all())]
+    if not all(math.isfinite(v) for v in losses):
+        culprit = f"its NCE loss is {next(v for v in losses if not math.isfinite(v))}"
+    elif bad:
+        culprit = f"parameter prior.{bad[0]} is not finite (NaN/Inf)"
+    elif not finite_at(prior.log_prob, z_q):
+        culprit = f"{prior.what} is not finite (NaN/Inf) at the samples it fitted"
+    else:
+        return
+    raise LatentEBMError(f"the post-hoc refit diverged: {culprit}; lower {prior.setting}")

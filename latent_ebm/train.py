@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
+import signal
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from tqdm.auto import tqdm
@@ -25,10 +25,11 @@ from latent_ebm import distributed, rng, rundir
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
 from latent_ebm.data import Dataset, to_float
 from latent_ebm.errors import ChainDivergedError, LatentEBMError, TrainingInterrupted
+from latent_ebm.langevin import Cause, remedy
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
-from latent_ebm.monitor import Monitor, check_tensorboard
-from latent_ebm.posterior import posterior_step
+from latent_ebm.monitor import Monitor, check_finite, check_tensorboard, refuse_non_finite
+from latent_ebm.posterior import posterior_step, setting
 from latent_ebm.precision import autocast
 from latent_ebm.priors import stage_of
 from latent_ebm.refit import refit_prior
@@ -71,13 +72,18 @@ def train(
     set and the config against it); then rank 0 takes the run directory's lock
     (:class:`latent_ebm.rundir.RunLock`) and holds it until training ends. A new run that fails
     before its first iteration removes what it made. Losses are checked after every
-    iteration and parameters before every save: nothing non-finite is written.
+    iteration and parameters before every save: nothing non-finite is written or resumed.
+    SIGINT or SIGTERM (:func:`latent_ebm.distributed.catch_signals`) waits for the end of an
+    iteration, or stops an evaluation or the post-hoc refit at once; the checkpoint is saved
+    (marking an evaluation cut short, which ``resume`` runs first), then every process raises
+    ``TrainingInterrupted``.
 
     Raises:
         LatentEBMError: bad config or run directory, another process writing ``out``, data
-            errors, a diverged chain or a NaN/Inf loss or parameter (naming it and its
-            learning rate; the last good checkpoint is kept), a full disk, or a global batch
-            the processes cannot split evenly; ``TrainingInterrupted`` after a signal.
+            errors, a diverged chain or a NaN/Inf loss or parameter (naming the setting that
+            caused it: a network's learning rate, else the chain's step size; the last good
+            checkpoint is kept), a non-finite checkpoint on resume, a full disk, or a global
+            batch the processes cannot split evenly; ``TrainingInterrupted`` after a signal.
     """
     out = Path(out)
     main = distributed.is_main()
@@ -151,12 +157,14 @@ def _train_locked(
         opt_g, *model.prior.optims, *(amortiser.optims if amortiser else [])
     )
     start, elapsed, window, best, refit = 0, 0.0, defaultdict(list), None, None
+    pending = False  # the evaluation due at `start` is still to do
 
     # Restore a checkpoint.
     ckpt_path, metrics_path = out / rundir.CHECKPOINT, out / rundir.METRICS
     if resume and ckpt_path.exists():
         state = rundir.load_checkpoint(ckpt_path, cfg, resume=True)
         rundir.load_model_state(model, state, ckpt_path)
+        refuse_non_finite(state, cfg, ckpt_path)
         optims = {"opt_g": [opt_g], "opt_prior": model.prior.optims}
         if amortiser is not None:
             optims["opt_amortiser"] = amortiser.optims
@@ -164,15 +172,16 @@ def _train_locked(
         start, elapsed, refit = state["iteration"], state["elapsed"], state.get("refit")
         window = defaultdict(list, state["window"])
         best = state.get("best")  # {"fid", "iteration"} of best.pt (train.keep_best)
+        pending = bool(state.get("eval_pending"))  # an evaluation cut short by a signal
         if main:
             rundir.truncate_metrics(out, start)
     elif resume and main:
         metrics_path.unlink(missing_ok=True)
 
-    def checkpoint_state(iteration: int) -> dict[str, Any]:
+    def checkpoint_state(iteration: int, eval_pending: bool = False) -> dict[str, Any]:
         # Tensors and plain values only: loaded with weights_only=True (rundir). Training
         # draws no number from numpy's global generator, so its state is not kept.
-        return {
+        state = {
             "iteration": iteration,
             "elapsed": elapsed + time.perf_counter() - t0,
             "shape": data.shape,
@@ -186,11 +195,14 @@ def _train_locked(
             "window": dict(window),
             "best": monitor.best,
             "refit": refit,  # last losses of the post-hoc refit, once done (None before)
+            "eval_pending": eval_pending,  # the evaluation of `iteration` was cut short
         }
+        refuse_non_finite(state, cfg, None, iteration, rundir.kept_checkpoint(out, last_saved))
+        return state
 
-    def check_finite(iteration: int, scalars: dict[str, float]) -> None:
+    def finite(iteration: int, scalars: dict[str, float]) -> None:
         # Before anything is saved: a non-finite loss or parameter stops the run, naming it.
-        _check_finite(model, scalars, cfg, iteration, rundir.kept_checkpoint(out, last_saved))
+        check_finite(model, scalars, cfg, iteration, rundir.kept_checkpoint(out, last_saved))
 
     stop = iters if max_iters is None else min(max_iters, iters)
     last_saved = start
@@ -199,8 +211,43 @@ def _train_locked(
     bar = tqdm(total=stop, initial=start, disable=not (progress and main), desc="train", unit="it")
     monitor = Monitor(cfg, out if main else None, data, device, start, best)  # rank 0 writes
     started.append(True)
-    with distributed.catch_signals() as caught, contextlib.ExitStack() as closing:
+    with distributed.catch_signals() as signals, contextlib.ExitStack() as closing:
         closing.callback(monitor.close)
+        closing.callback(bar.close)
+
+        def evaluate(done: int, stage: int, seconds: float) -> tuple[int, bool]:
+            # The evaluation due after `done` iterations, if any (its time is not training
+            # time); a signal stops it at once. Returns the signal that stops the run, shared
+            # so that every process stops here (0: none), and whether it was cut short.
+            nonlocal t0
+            if not monitor.due(done):
+                return 0, False
+            cut, state = False, functools.partial(checkpoint_state, done)
+            try:
+                t0 += monitor.evaluate(model, done, stage, seconds, state, signals.interruptible)
+            except KeyboardInterrupt:
+                if not signals.first:  # raised by code, not by a signal
+                    raise
+                cut = True
+            except ChainDivergedError as e:
+                kept = rundir.kept_checkpoint(out, last_saved)
+                message = f"iteration {done}: {e}; stopped, {kept}"
+                raise ChainDivergedError(message, e.rows) from None
+            return distributed.mean_scalars({}, signals.first)[1], cut
+
+        def interrupted(
+            signum: int, where: str, saved: str = "checkpoint saved, continue"
+        ) -> NoReturn:
+            name = signal.Signals(signum).name
+            raise TrainingInterrupted(f"{name} {where}; {saved} with --resume --out {out}")
+
+        if pending:  # the evaluation a signal cut short: first, as in an uninterrupted run
+            signum, pending = evaluate(start, stage_of(start - 1, iters, stages), elapsed)
+            if main:
+                rundir.save_checkpoint(ckpt_path, checkpoint_state(start, pending), last_saved)
+            if signum:
+                interrupted(signum, f"during the evaluation at iteration {start}")
+
         for it in range(start, stop):
             stage = stage_of(it, iters, stages)
             if window and window["stage"][-1] != stage:  # flush the window at a transition
@@ -215,7 +262,7 @@ def _train_locked(
                 with distributed.fail_together():  # one process's diverged chain stops all
                     loss_g, logs = train_iteration(model, opt_g, bank, x, idx, streams, cfg)
             except ChainDivergedError as e:
-                check_finite(it + 1, {})  # a chain under non-finite networks: name those
+                finite(it + 1, {})  # a chain under non-finite networks: name those
                 where = f" (process {e.process})" if hasattr(e, "process") else ""
                 raise ChainDivergedError(
                     f"iteration {it + 1}{where}: {e}; stopped, "
@@ -224,14 +271,15 @@ def _train_locked(
                 ) from None
 
             # Share the processes' new bank rows, their mean losses and any signal. From here
-            # on only the shared `signum` decides: a signal arriving later counts next time.
+            # on only the shared `signum` decides: a signal arriving later counts at the next
+            # sharing point (the next iteration, an evaluation, or the end of the loop).
             if distributed.world_size() > 1:
                 bank.write(batch_idx, distributed.gather_rows(bank.read(idx)))
             scalars, signum = distributed.mean_scalars(
-                {"loss_g": loss_g.item(), **logs}, caught[0] if caught else 0
+                {"loss_g": loss_g.item(), **logs}, signals.first
             )
             done = it + 1
-            check_finite(done, scalars)
+            finite(done, scalars)
 
             # Log window means, evaluate (its time is not training time), checkpoint.
             window["stage"].append(stage)
@@ -245,12 +293,13 @@ def _train_locked(
             bar.set_postfix(stage=stage, loss_g=f"{scalars['loss_g']:.1f}", **logs)
             if done == iters:  # the last transition: every ratio joins the prior
                 model.prior.set_stage(stage_of(iters, iters, stages), bank)
-            t0 += monitor.evaluate(
-                model, done, stage, seconds, functools.partial(checkpoint_state, done)
-            )
+            pending = monitor.due(done)
+            if not signum:
+                signum, pending = evaluate(done, stage, seconds)
             if done % t_cfg.ckpt_every == 0 or done == stop or signum:
                 if main:
-                    rundir.save_checkpoint(ckpt_path, checkpoint_state(done), last_saved)
+                    state = checkpoint_state(done, pending)
+                    rundir.save_checkpoint(ckpt_path, state, last_saved)
                 last_saved = done
             kept = t_cfg.keep_every and (done % t_cfg.keep_every == 0 or done == iters)
             if kept and main:
@@ -262,17 +311,32 @@ def _train_locked(
                 }
                 rundir.save_snapshot(out, keep, last_saved)
             if signum:
-                bar.close()
                 distributed.barrier()  # the checkpoint exists before any process exits
-                raise TrainingInterrupted(
-                    f"interrupted by signal {signum} at iteration {done}; checkpoint saved, "
-                    f"continue with --resume --out {out}"
-                )
-    bar.close()
-    if stop == iters and refit is None:  # the post-hoc refit; every process does the same
-        refit = refit_prior(model.eval(), data, cfg, progress and main)
-        if refit is not None and main:
-            rundir.save_checkpoint(ckpt_path, checkpoint_state(iters), last_saved)
+                cut = " during its evaluation" if pending else ""
+                interrupted(signum, f"at iteration {done}{cut}")
+        bar.close()
+
+        # A signal after the last sharing point (e.g. while the last checkpoint was written)
+        # stops every process here; the checkpoint of the last iteration exists.
+        signum = distributed.mean_scalars({}, signals.first)[1]
+        if signum:
+            interrupted(signum, f"after iteration {stop}")
+        if stop == iters and refit is None:  # the post-hoc refit; every process does the same
+            try:
+                with signals.interruptible():
+                    refit = refit_prior(model.eval(), data, cfg, progress and main)
+            except KeyboardInterrupt:
+                if not signals.first:  # raised by code, not by a signal
+                    raise
+                cut = f"the checkpoint of iteration {iters} is kept, redo the refit"
+                interrupted(signals.first, "during the post-hoc refit", cut)
+            except LatentEBMError as e:
+                kept = rundir.kept_checkpoint(out, last_saved)
+                raise LatentEBMError(f"after iteration {iters}: {e}; stopped, {kept}") from None
+            if refit is not None and main:
+                rundir.save_checkpoint(ckpt_path, checkpoint_state(iters), last_saved)
+        if signals.first:  # while the refit was saved: the run is complete
+            interrupted(signals.first, "at the end of training", "the run is complete; check")
     distributed.barrier()  # rank 0's files are complete when train() returns anywhere
     return model.eval()
 
@@ -308,7 +372,8 @@ def train_iteration(
 
     Raises:
         ChainDivergedError: the posterior chain (its message names the data-set examples) or
-            the prior's chain reached NaN/Inf.
+            the prior's chain reached NaN/Inf; the message names the setting to change
+            (:func:`latent_ebm.langevin.remedy`).
     """
     # Posterior samples under the current prior (Alg. 1 step 2), into the memory bank; the
     # amortiser, if any, learns from them.
@@ -318,11 +383,10 @@ def train_iteration(
     try:
         logs = model.prior.train_step(z, streams, bank)
     except ChainDivergedError as e:
-        raise ChainDivergedError(
-            f"the prior's chain diverged: {e}; lower prior.prior_step_size "
-            f"(now {cfg.prior.prior_step_size})",
-            e.rows,
-        ) from None
+        prior = Cause("the prior's log-density", model.prior.log_prob, setting(cfg, "prior.lr"))
+        z0 = streams.normal(rng.PRIOR_DRAW, cfg.model.nz)  # where the prior's chain starts
+        fix = remedy(z0, [prior], setting(cfg, "prior.prior_step_size"))
+        raise ChainDivergedError(f"the prior's chain diverged: {e}; {fix}", e.rows) from None
 
     # Update the generator at the posterior samples (Alg. 1 step 4, Eq. 7). Only the forward
     # pass is autocast: backward follows the forward's dtypes, the weights stay float32.
@@ -332,40 +396,3 @@ def train_iteration(
     loss_g.backward()
     opt_g.step()
     return loss_g, {**logs, **amortiser_logs}
-
-
-def _lr_field(name: str) -> str:
-    """The learning-rate field that drives the parameter or logged loss ``name``."""
-    if name.startswith(("amortiser.", "loss_amortiser")):
-        return "train.amortiser_lr"
-    return "train.lr" if name == "loss_g" or name.startswith("generator.") else "prior.lr"
-
-
-def _check_finite(
-    model: LatentEBM, scalars: dict[str, float], cfg: Config, iteration: int, kept: str
-) -> None:
-    """Stop a run whose losses (``scalars``) or parameters went NaN or Inf, naming the first
-    culprit (the prior's before the generator's: a diverged prior spoils the posterior, and so
-    the generator) and its learning rate; ``kept`` says what the run keeps.
-
-    Raises:
-        LatentEBMError: a non-finite loss or parameter.
-    """
-    culprit = None
-    losses = sorted((k for k, v in scalars.items() if not math.isfinite(v)), key=_lr_field)
-    if losses:
-        culprit = f"the {losses[0]} loss is {scalars[losses[0]]}"
-        field = _lr_field(losses[0])
-    else:
-        bad = sorted(rundir.non_finite(model.state_dict()), key=_lr_field)
-        if bad:
-            culprit = f"parameter {bad[0]} is not finite (NaN/Inf)"
-            field = _lr_field(bad[0])
-    if culprit is None:
-        return
-    section, name = field.split(".")
-    lr = getattr(getattr(cfg, section), name)
-    raise LatentEBMError(
-        f"iteration {iteration}: {culprit}: training diverged; lower {field} "
-        f"(now {field}={lr:g}); stopped, {kept}"
-    )

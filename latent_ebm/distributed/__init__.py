@@ -21,8 +21,9 @@ A process whose part of an iteration fails (a posterior chain that diverges on i
 only) must not leave the others waiting in a collective it will never join:
 :func:`fail_together` wraps the iteration, every gradient average inside it first asks
 whether a process has failed, and then every process raises the failed process's error.
-Likewise a signal that reaches one process (:func:`catch_signals`) is shared through
-:func:`mean_scalars`, so that every process stops after the same iteration.
+Likewise a signal that reaches one process (:func:`catch_signals`, in
+:mod:`~latent_ebm.distributed.signals`) is shared through :func:`mean_scalars`, so that every
+process stops after the same iteration.
 :func:`resolve_device` and :func:`local_device` pick the device of each process.
 
 A run with N processes therefore follows the 1-process run with the same global batch, up to
@@ -34,7 +35,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import signal
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,9 +43,11 @@ from typing import Any, ParamSpec, TypeVar
 import torch
 import torch.distributed as dist
 
+from latent_ebm.distributed.signals import Signals, catch_signals
 from latent_ebm.errors import LatentEBMError, one_line
 
 __all__ = [
+    "Signals",
     "average_gradients",
     "barrier",
     "catch_signals",
@@ -359,32 +361,6 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(rows) for _ in range(world_size())]
     dist.all_gather(parts, rows.contiguous())
     return torch.cat(parts)
-
-
-@contextmanager
-def catch_signals() -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a flag that the loop checks after each iteration.
-
-    Yields the list of the signal numbers caught so far. The loop shares the first with the
-    other processes through :func:`mean_scalars`, so that every process stops at the same
-    iteration, after the same checkpoint.
-    """
-    caught: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        caught.append(signum)
-
-    old = {}
-    try:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            old[s] = signal.signal(s, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield caught
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def mean_scalars(values: dict[str, float], flag: int = 0) -> tuple[dict[str, float], int]:
