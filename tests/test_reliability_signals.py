@@ -152,6 +152,65 @@ def test_a_signal_during_the_refit_stops_and_resume_redoes_it(
         assert torch.equal(state["model"][k], expected["model"][k]), k
 
 
+# Under torchrun every process stops at the same iteration, whichever got the signal.
+
+
+def _signalled_worker(rank: int, port: int, root: Path) -> None:
+    """One of two processes; each run sends SIGTERM to one of them at iteration 6."""
+    from latent_ebm import distributed
+    from latent_ebm.train import train
+    from tests.conftest import tiny_config
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))  # what torchrun sets
+    torch.set_num_threads(1)
+    evaluate, outcomes = Monitor.evaluate, {}
+    cfg = tiny_config("train.eval_every=6", "train.eval_n=50")
+    with distributed.process_group():
+        for signalled in (0, 1):  # rank 0 during its measurement; rank 1 while rank 0 measures
+
+            def signalling(self, model, iteration, *args, signalled=signalled, **kwargs):
+                if rank == signalled and iteration == 6:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)
+                return evaluate(self, model, iteration, *args, **kwargs)
+
+            Monitor.evaluate = signalling
+            try:
+                train(cfg, root / f"run{signalled}", progress=False)
+                outcomes[signalled] = ("finished", "")
+            except Exception as e:
+                outcomes[signalled] = (type(e).__name__, str(e))
+    torch.save(outcomes, root / f"signalled{rank}.pt")
+
+
+def test_every_process_stops_at_the_signalled_iteration(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import _free_port, needs_gloo
+
+    if needs_gloo.args[0]:
+        pytest.skip(needs_gloo.kwargs["reason"])
+    ctx = mp.spawn(_signalled_worker, args=(_free_port(), tmp_path), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a process still waits for the one that was signalled")
+    outcomes = [torch.load(tmp_path / f"signalled{r}.pt") for r in (0, 1)]
+    for signalled in (0, 1):
+        for out in outcomes:
+            kind, message = out[signalled]
+            assert kind == "TrainingInterrupted" and "SIGTERM at iteration 6" in message
+        state = checkpoint_state(tmp_path / f"run{signalled}")
+        assert state["iteration"] == 6
+        # Rank 0's measurement was cut (its resume repeats it), or it finished first.
+        assert state["eval_pending"] == (signalled == 0)
+        evals = [m["iteration"] for m in read_metrics(tmp_path / f"run{signalled}") if "eval" in m]
+        assert evals == ([] if signalled == 0 else [6])
+
+
 # 3. Every other long command stops on SIGINT and SIGTERM with one line and status 130.
 
 
