@@ -126,7 +126,7 @@ def _dry_run(cfg: Config, throughput: str | None) -> None:
     except ValueError as e:
         raise LatentEBMError(f"--throughput: {e}") from None
     shape, num_train = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
-    validate(cfg, shape=shape)
+    validate(cfg, num_train, shape)  # the batch against the data, and training's memory
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
     print(describe(cfg, shape, num_train, rate))
 
@@ -205,7 +205,10 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     from latent_ebm.config import resolve_config
     from latent_ebm.experiments import bench, compare_precisions, format_comparison, format_report
+    from latent_ebm.rundir.layout import check_writable_file, write_text_file
 
+    if args.json is not None:  # before the measurement, not after it
+        check_writable_file(args.json, "--json")
     preset = args.preset or "digits"
     cfg = resolve_config(preset, None, args.overrides)
     options = {
@@ -230,8 +233,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(format_report(result))
     result = {"preset": preset, "overrides": list(args.overrides), **result}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_file(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
 
 

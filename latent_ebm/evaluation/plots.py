@@ -304,6 +304,11 @@ def sample_run(
     clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     remove_abandoned_temporaries(prefix.parent)  # and those of a sample into --out
     model.prior = model.prior.sharpened(sharpen)
+    from latent_ebm.evaluation import check_sampling  # sizes, before the work (issue 30)
+
+    options = "--n and " + ("--proposals" if method == "sir" else "--steps")
+    chain_steps = cfg.sample.steps if steps is None else steps
+    check_sampling(model, n, chain_steps, method=method, proposals=proposals, options=options)
     z = sample_latents(
         model,
         n,

@@ -38,6 +38,7 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
+from latent_ebm.config.validation import check_training_memory
 from latent_ebm.data import dataset_info
 from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError
@@ -101,7 +102,8 @@ def bench(
         call, and the iteration's ``vs_noise``, its time over that one's.
 
     Raises:
-        LatentEBMError: a bad config or argument.
+        LatentEBMError: a bad config or argument, or a configuration whose networks and batch
+            would not fit in memory; all before any measurement.
     """
     cfg = copy.deepcopy(cfg)
     if precision is not None:
@@ -115,6 +117,9 @@ def bench(
         raise LatentEBMError("repeats and threads must be at least 1, warmup at least 0")
     if not peak_seconds > 0:
         raise LatentEBMError(f"peak_seconds must be positive, got {peak_seconds}")
+    shape, _ = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
+    validate(cfg, shape=shape)
+    check_training_memory(cfg, shape)  # the synthetic batch and the networks, before the peak
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

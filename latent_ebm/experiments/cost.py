@@ -13,8 +13,8 @@ ratios in each chain step), so :func:`estimate` counts one iteration per stage.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +24,7 @@ from torch.utils.flop_counter import flop_registry
 
 from latent_ebm import rng
 from latent_ebm.config import Config, num_stages
+from latent_ebm.config.validation import format_bytes, training_memory
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.nets import RatioNet
@@ -153,10 +154,22 @@ def estimate(cfg: Config, shape: tuple[int, int, int]) -> Estimate:
     ratios = [m for m in model.prior.modules() if isinstance(m, RatioNet)]
     ratio_params = [sum(p.numel() for p in r.parameters()) for r in ratios]
     stages = num_stages(cfg)
-    iters = Counter(stage_of(it, cfg.train.iters, stages) for it in range(cfg.train.iters))
+    iters = _stage_lengths(cfg.train.iters, stages)
     flops = {s: iteration_flops(cfg, shape, s, build_model(cfg, shape)) for s in sorted(iters)}
     amortiser = sum(p.numel() for p in model.amortiser.parameters()) if model.amortiser else 0
     return Estimate(generator, prior, ratio_params, dict(sorted(iters.items())), flops, amortiser)
+
+
+def _stage_lengths(iters: int, stages: int) -> dict[int, int]:
+    """``{stage: iterations}`` of the schedule (:func:`latent_ebm.priors.stage_of`), found by
+    bisection on its stage boundaries rather than by visiting each of ``iters`` iterations."""
+    its = range(iters)
+    firsts = [
+        bisect.bisect_left(its, k, key=lambda it: stage_of(it, iters, stages))
+        for k in range(max(stages, 1) + 1)
+    ]
+    lengths = {k: firsts[k + 1] - firsts[k] for k in range(max(stages, 1))}
+    return {k: n for k, n in lengths.items() if n}
 
 
 _PREFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}  # E: output only
@@ -190,7 +203,9 @@ def describe(
     num_train: int | None = None,
     flops_per_s: float | None = None,
 ) -> str:
-    """The ``train --dry-run`` report: data, parameters, operations and the estimated time.
+    """The ``train --dry-run`` report: data, parameters, operations, the estimated memory
+    (:func:`latent_ebm.config.validation.training_memory`, the estimate that training's
+    validation checks) and the estimated time.
 
     Arguments:
         cfg: a validated configuration.
@@ -225,6 +240,9 @@ def describe(
         f"operations per iteration ({per_stage}); total {format_count(est.total_flops, 'FLOP')} "
         "(matrix multiplies and convolutions, forward and backward)"
     )
+    memory = training_memory(cfg, shape, num_train)
+    parts = ", ".join(f"{format_bytes(b)} {name}" for name, b in memory.items())
+    lines.append(f"memory: about {format_bytes(sum(memory.values()))} ({parts})")
     if flops_per_s is None:
         lines.append(
             "time: pass --throughput RATE (counted operations a second, e.g. 50T) to estimate it"

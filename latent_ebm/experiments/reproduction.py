@@ -43,11 +43,13 @@ from latent_ebm.experiments.tables import EXPERIMENTS, SCALES, markdown_table
 from latent_ebm.rundir import (
     CHECKPOINT,
     CONFIG,
+    check_creatable,
     check_not_foreign,
     load_run,
     report_path,
     write_report,
 )
+from latent_ebm.rundir.layout import check_writable_file, write_text_file
 from latent_ebm.sampling import check_sharpen
 from latent_ebm.train import train
 
@@ -178,6 +180,11 @@ def reproduce(
 
     Returns:
         The table (Markdown), the raw numbers and the paths of both files.
+
+    Raises:
+        LatentEBMError: a bad argument or ``out`` (checked before any training or output), a
+            run of another config in ``out``, a failed write (the files are written
+            atomically: a full disk leaves no partial table).
     """
     seeds = list(dict.fromkeys(seeds))
     if not seeds:
@@ -198,13 +205,14 @@ def reproduce(
     elif fid_n is not None or weights is not None:
         raise LatentEBMError(f"--fid-n and --weights do not apply to '{experiment}' (no FID)")
     betas = _sharpen_factors(sharpen, "fid" in exp.metrics)
+    out = Path(out)
+    _check_out(out, experiment)
     command = _command(
         experiment, out, dataset, scale, seeds, runs, base.get("fid"), data_dir, overrides, models
     )
     if betas:
         command += " --sharpen " + " ".join(f"{b:g}" for b in betas)
 
-    out = Path(out)
     cfg = runs[0].cfg
     echo(
         f"{experiment}: {len(runs)} models of {cfg.train.iters} iterations on {dataset} "
@@ -257,13 +265,27 @@ def reproduce(
     choose_sharpening(rows, betas)
     markdown = markdown_table(results, exp)
     out.mkdir(parents=True, exist_ok=True)
-    md_path, json_path = out / f"{experiment}.md", out / f"{experiment}.json"
-    md_path.write_text(markdown)
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path = write_text_file(out / f"{experiment}.md", markdown)
+    json_path = write_text_file(out / f"{experiment}.json", json.dumps(results, indent=2) + "\n")
     png = None
     if experiment in ("stages", "adaptive"):  # FID and recon against the number of stages
         png = plot_stages(results, shown(exp.columns, rows), out / f"{experiment}.png")
     return Reproduction(markdown, results, md_path, json_path, png)
+
+
+def _check_out(out: Path, experiment: str) -> None:
+    """``--out`` can hold the runs and the tables: checked before any training or output, so
+    that a bad ``--out`` fails in one line at once rather than after hours of training.
+
+    Raises:
+        LatentEBMError: ``out`` or a parent is a file, it cannot be written, or one of the
+            table's files (``<experiment>.md``, ``.json``, ``.png``) or ``runs`` is a folder
+            where a file belongs, or a file where a folder belongs.
+    """
+    check_creatable(out, "--out")
+    check_creatable(out / "runs", "--out")
+    for suffix in (".md", ".json", ".png"):
+        check_writable_file(out / f"{experiment}{suffix}", "--out")
 
 
 def _sharpen_factors(sharpen: Sequence[float], has_fid: bool) -> list[float]:

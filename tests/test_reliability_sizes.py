@@ -1,0 +1,255 @@
+"""Issue 30, classes 5 and 8: a command that writes a file after long work checks the path
+before the work and writes it atomically; a size that cannot fit in memory, or work beyond any
+reason, is refused in one line before anything is allocated (a slow but possible request is
+announced with its estimated time), and the estimate is the one ``train --dry-run`` prints."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+import latent_ebm.experiments as experiments
+import latent_ebm.experiments.reproduction as rep
+from latent_ebm.data import dataset_info
+from latent_ebm.errors import LatentEBMError
+from tests.conftest import TINY, run_cli, tiny_config
+from tests.test_reliability import SETS, _assert_one_line, tiny_run  # noqa: F401 (a fixture)
+
+BIG = 10**9
+
+
+@pytest.fixture
+def run(tiny_run: Path) -> Path:  # noqa: F811 (the fixture imported above)
+    """A finished tiny run (``tests.test_reliability``'s)."""
+    return tiny_run
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the work started before the input was checked")
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _left_behind(folder: Path) -> list[Path]:
+    """Temporary or empty files in ``folder``: what a failed write must not leave."""
+    return [
+        p for p in folder.rglob("*") if p.is_file() and (p.suffix == ".tmp" or not p.stat().st_size)
+    ]
+
+
+# 5. Writers after long work: the output path is checked first, the file written atomically.
+
+
+@pytest.fixture
+def places(tmp_path) -> dict[str, Path]:
+    (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "folder.json").mkdir()
+    return {
+        "folder": tmp_path / "folder.json",
+        "parent-is-a-file": tmp_path / "afile" / "bench.json",
+        "unwritable": Path("/proc/latent-ebm-test/bench.json"),
+    }
+
+
+@pytest.mark.parametrize("where", ["folder", "parent-is-a-file", "unwritable"])
+def test_bench_json_to_a_bad_path_is_refused_before_the_measurement(
+    places, capsys, monkeypatch, where
+):
+    monkeypatch.setattr(experiments, "bench", _no_work)
+    code, out, err = run_cli(["bench", *SETS, "--json", places[where]], capsys)
+    _assert_one_line(code, err, "--json", str(places[where]))
+    assert out == ""
+
+
+def _fake_bench(monkeypatch) -> None:
+    """A benchmark that finishes at once: the test is about what happens after it."""
+    monkeypatch.setattr(experiments, "bench", lambda cfg, precision, **kw: {"precision": "fp32"})
+    monkeypatch.setattr(experiments, "format_report", lambda result: "(report)")
+
+
+def test_bench_json_on_a_full_disk_is_one_line_and_keeps_the_old_file(
+    tmp_path, capsys, monkeypatch
+):
+    import latent_ebm.files as files
+
+    _fake_bench(monkeypatch)
+    path = tmp_path / "bench.json"
+    path.write_text('{"earlier": true}\n')
+    monkeypatch.setattr(files.os, "replace", _enospc)
+    code, _, err = run_cli(["bench", *SETS, "--json", path], capsys)
+    _assert_one_line(code, err, str(path), "No space left")
+    assert path.read_text() == '{"earlier": true}\n'
+    assert _left_behind(tmp_path) == []
+
+
+def test_bench_json_is_written_whole(tmp_path, capsys, monkeypatch):
+    _fake_bench(monkeypatch)
+    path = tmp_path / "new" / "bench.json"
+    code, out, err = run_cli(["bench", *SETS, "--json", path], capsys)
+    assert code == 0, err
+    assert json.loads(path.read_text())["overrides"] == TINY
+    assert f"wrote {path}" in out
+
+
+REPRODUCE = ["reproduce", "compare", "--dataset", "digits", "--scale", "tiny"]
+
+
+@pytest.mark.parametrize("bad", ["out-is-a-file", "table-is-a-folder", "runs-is-a-file"])
+def test_reproduce_checks_out_before_any_output_or_training(tmp_path, capsys, monkeypatch, bad):
+    out = tmp_path / "repro"
+    if bad == "out-is-a-file":
+        out.write_text("a file")
+    else:
+        out.mkdir()
+        (out / "compare.json").mkdir() if bad == "table-is-a-folder" else (out / "runs").touch()
+    monkeypatch.setattr(rep, "train", _no_work)
+    code, stdout, err = run_cli([*REPRODUCE, "--out", out, "--no-progress"], capsys)
+    _assert_one_line(code, err, "--out")
+    assert stdout == ""  # no progress line before the error
+
+
+def _fake_runs(monkeypatch) -> None:
+    """Training and evaluation that finish at once: the test is about the tables."""
+    state = {"iteration": 16, "elapsed": 1.0}
+    report = {"value": 0.5, "n": 10, "features": {"name": "classifier"}}
+    monkeypatch.setattr(rep, "_train", lambda *args: state)
+    monkeypatch.setattr(rep, "_evaluate", lambda run_dir, key, *args: report)
+
+
+def test_reproduce_tables_on_a_full_disk_are_one_line_and_not_partial(
+    tmp_path, capsys, monkeypatch
+):
+    import latent_ebm.files as files
+
+    _fake_runs(monkeypatch)
+    out = tmp_path / "repro"
+    args = [*REPRODUCE, "--models", "gaussian", "nce", "--fid-n", "10", "--out", out]
+    code, _, err = run_cli([*args, "--no-progress"], capsys)
+    assert code == 0, err
+    before = {p: p.read_bytes() for p in out.glob("compare.*")}
+    assert set(before) == {out / "compare.md", out / "compare.json"}
+    monkeypatch.setattr(files.os, "replace", _enospc)
+    code, _, err = run_cli([*args, "--no-progress"], capsys)
+    _assert_one_line(code, err, "No space left")
+    assert {p: p.read_bytes() for p in out.glob("compare.*")} == before
+    assert _left_behind(out) == []
+
+
+# 8. Sizes: refused in one line before any allocation, with the estimate.
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--dry-run", "--set", f"model.nz={BIG}"], ["memory", "model.nz"]),
+        (["train", "--set", f"model.nz={BIG}"], ["memory", "model.nz"]),
+        (["train", "--set", f"model.ratio_hidden={BIG}"], ["memory", "model.ratio_hidden"]),
+        (["train", "--set", "model.ngf=100000"], ["memory", "model.ngf"]),
+        (["train", "--set", f"train.batch_size={BIG}"], ["train.batch_size", "training set"]),
+        (["train", "--dry-run", "--set", f"train.batch_size={BIG}"], ["train.batch_size"]),
+        (["train", "--set", f"prior.refit_samples={10 * BIG}"], ["prior.refit_samples"]),
+        (["train", "--dry-run", "--set", f"train.iters={10**12}"], ["train.iters", "10**12"]),
+        (["train", "--set", f"prior.refit_noise={BIG}"], ["memory", "prior.refit_noise"]),
+        (["train", "--set", f"prior.refit_batch={BIG}"], ["memory", "prior.refit_batch"]),
+        (
+            ["train", "--set", "train.eval_every=4", "--set", f"train.eval_n={BIG}"],
+            ["memory", "train.eval_n"],
+        ),
+        (["bench", "--set", f"train.batch_size={BIG}"], ["memory", "train.batch_size"]),
+        (["bench", "--set", f"model.nz={BIG}"], ["memory", "model.nz"]),
+    ],
+)
+def test_a_config_that_cannot_fit_is_refused_before_any_allocation(
+    tmp_path, capsys, args, expected
+):
+    out = tmp_path / "run"
+    if args[0] == "train":
+        args = [*args[:1], "--out", out, "--no-progress", "--no-eval", *SETS, *args[1:]]
+    else:
+        args = [*args[:1], *SETS, *args[1:]]
+    code, _, err = run_cli(args, capsys)
+    _assert_one_line(code, err, *expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["sample", "{run}", "--method", "sir", "--proposals", str(BIG)], ["--proposals"]),
+        (["sample", "{run}", "--n", str(BIG)], ["memory", "--n"]),
+        (["sample", "{run}", "--steps", str(10**12)], ["--steps", "10**12"]),
+        (["sample", "{run}", "--n", str(10**7), "--steps", str(10**6)], ["10**12"]),
+        (["eval", "{run}", "--metric", "fid", "--n", str(BIG)], ["memory", "--n"]),
+        (
+            ["eval", "{run}", "--metric", "fid", "--method", "sir", "--proposals", str(BIG)],
+            ["--proposals"],
+        ),
+        (["eval", "{run}", "--metric", "fid", "--method", "aggregate", "--n", str(BIG)], ["--n"]),
+        (["eval", "{run}", "--metric", "recon", "--steps", str(10**12)], ["--steps"]),
+    ],
+)
+def test_a_sampling_request_that_cannot_finish_is_refused_before_the_work(
+    run, capsys, monkeypatch, args, expected
+):
+    import latent_ebm.evaluation as evaluation
+    import latent_ebm.evaluation.classifier as classifier
+    import latent_ebm.evaluation.metrics as metrics
+    import latent_ebm.evaluation.plots as plots
+
+    for module, name in [(plots, "sample_latents"), (metrics, "sample_latents")]:
+        monkeypatch.setattr(module, name, _no_work)
+    monkeypatch.setattr(classifier, "classifier_features", _no_work)
+    monkeypatch.setattr(evaluation, "recon_mse", _no_work)
+    args = [a.replace("{run}", str(run)) for a in args]
+    code, _, err = run_cli([*args, "--no-progress"], capsys)
+    _assert_one_line(code, err, *expected)
+    assert not (run / "samples").exists()
+
+
+class _Started(LatentEBMError):
+    """Raised by the sampler in place of the work: the test stops there."""
+
+
+def test_slow_sampling_is_announced_with_its_time_before_it_starts(run, capsys, monkeypatch):
+    import latent_ebm.evaluation.plots as plots
+
+    def started(*args, **kwargs):
+        raise _Started("sampling started")
+
+    monkeypatch.setattr(plots, "sample_latents", started)
+    args = ["sample", run, "--n", str(10**6), "--steps", str(10**5), "--no-progress"]
+    with pytest.warns(UserWarning, match=r"^--n and --steps: 1,000,000 samples .* h here"):
+        code, _, err = run_cli(args, capsys)
+    assert err == "error: sampling started" and code == 1  # warned, then started
+
+
+def test_small_sampling_is_not_delayed_by_a_time_estimate(run, capsys, monkeypatch):
+    import latent_ebm.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "sample_latents", _no_work)  # the estimate's probe
+    code, _, err = run_cli(["sample", run, "--n", "8", "--no-progress"], capsys)
+    assert code == 0 and "warning" not in err, err
+
+
+def test_the_dry_run_prints_the_estimate_that_validation_refuses(tmp_path, capsys, monkeypatch):
+    """One estimate (``training_memory``): printed by ``--dry-run``, checked by training."""
+    import latent_ebm.config.validation as validation
+    from latent_ebm.config.validation import format_bytes, training_memory
+
+    cfg = tiny_config()
+    shape, num_train = dataset_info("digits", None, None)
+    total = format_bytes(sum(training_memory(cfg, shape, num_train).values()))
+    code, out, err = run_cli(["train", "--dry-run", "--out", tmp_path / "r", *SETS], capsys)
+    assert code == 0, err
+    assert f"memory: about {total} (" in out
+
+    monkeypatch.setattr(validation, "_memory_available", lambda device: (1000, "here"))
+    for extra in (["--dry-run"], []):
+        code, out, err = run_cli(["train", *extra, "--out", tmp_path / "r", *SETS], capsys)
+        _assert_one_line(code, err, f"needs about {total} of memory, more than the 1 kB here")
+    assert not (tmp_path / "r").exists()
