@@ -229,17 +229,17 @@ def test_slow_sampling_is_announced_with_its_time_before_it_starts(run, capsys, 
 
 
 def test_small_sampling_is_not_delayed_by_a_time_estimate(run, capsys, monkeypatch):
-    import latent_ebm.evaluation as evaluation
+    import latent_ebm.evaluation.sizes as sizes
 
-    monkeypatch.setattr(evaluation, "sample_latents", _no_work)  # the estimate's probe
+    monkeypatch.setattr(sizes, "sample_latents", _no_work)  # the time estimate's probe
     code, _, err = run_cli(["sample", run, "--n", "8", "--no-progress"], capsys)
     assert code == 0 and "warning" not in err, err
 
 
 def test_the_dry_run_prints_the_estimate_that_validation_refuses(tmp_path, capsys, monkeypatch):
     """One estimate (``training_memory``): printed by ``--dry-run``, checked by training."""
-    import latent_ebm.config.validation as validation
-    from latent_ebm.config.validation import format_bytes, training_memory
+    import latent_ebm.config.sizes as sizes
+    from latent_ebm.config.sizes import format_bytes, training_memory
 
     cfg = tiny_config()
     shape, num_train = dataset_info("digits", None, None)
@@ -248,7 +248,7 @@ def test_the_dry_run_prints_the_estimate_that_validation_refuses(tmp_path, capsy
     assert code == 0, err
     assert f"memory: about {total} (" in out
 
-    monkeypatch.setattr(validation, "_memory_available", lambda device: (1000, "here"))
+    monkeypatch.setattr(sizes, "_memory_available", lambda device: (1000, "here"))
     for extra in (["--dry-run"], []):
         code, out, err = run_cli(["train", *extra, "--out", tmp_path / "r", *SETS], capsys)
         _assert_one_line(code, err, f"needs about {total} of memory, more than the 1 kB here")

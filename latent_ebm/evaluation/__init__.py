@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +49,12 @@ from latent_ebm.evaluation.metrics import (
     reconstruct,
 )
 from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
+from latent_ebm.evaluation.sizes import check_request, check_sampling
 from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, kept_parts, load_data, load_run, snapshots, write_report
-from latent_ebm.sampling import METHODS, check_sharpen, sample_latents, sharpen_suffix
+from latent_ebm.sampling import METHODS, check_sharpen, sharpen_suffix
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
 
@@ -245,109 +245,6 @@ METRICS: dict[str, Callable[[_Request], dict[str, Any]]] = {
 }
 
 
-LONG_SECONDS = 600.0  # sampling estimated to take longer than this is announced first
-
-
-def check_sampling(
-    model: LatentEBM,
-    rows: int,
-    steps: int,
-    *,
-    method: str = "langevin",
-    proposals: int = 10,
-    batch_size: int = 500,
-    device: str | torch.device = "cpu",
-    keep_images: bool = True,
-    options: str = "--n and --steps",
-    rows_name: str = "--n",
-    estimate_time: bool = True,
-    extra: dict[str, int] | None = None,
-) -> None:
-    """The sizes of a request for ``rows`` samples (or chains) of ``steps`` steps, checked
-    before any work: refused in one line when the work exceeds
-    :func:`~latent_ebm.config.validation.check_work`'s 10**12 chain steps or the estimated
-    memory exceeds what ``device`` has (:func:`~latent_ebm.config.validation.check_memory`:
-    the latents, the images when ``keep_images``, a batch of chains through the generator,
-    the SIR proposals, and the ``extra`` parts in bytes; ``rows_name`` names what sets
-    ``rows``); a warning with the estimated time
-    when it exceeds :data:`LONG_SECONDS`, measured on one step of one batch of the prior
-    chain (``estimate_time``; only when the request is large, so small ones cost nothing).
-
-    Raises:
-        LatentEBMError: too much work or memory, naming ``options``.
-    """
-    from latent_ebm.config.validation import (
-        FLOAT_BYTES,
-        activation_elements,
-        check_memory,
-        check_work,
-        format_bytes,
-    )
-
-    per_chain = proposals if method == "sir" else max(steps, 1)
-    check_work(rows, per_chain, f"{options} ({rows:,} x {per_chain:,})")
-    nz, batch = model.nz, min(batch_size, rows)
-    one = torch.zeros(1, nz, device=model.device)
-    with torch.no_grad():
-        image = model.generator(one).numel()
-    per_row = activation_elements(model.generator, one)
-    parts = {
-        f"the latents ({rows_name}, model.nz)": rows * nz * FLOAT_BYTES,
-        "a batch of chains (--batch-size, model.ngf)": batch * (2 * per_row + image) * FLOAT_BYTES,
-    }
-    if keep_images:  # the decoded floats, their copy and the uint8 images
-        parts[f"the images ({rows_name})"] = rows * image * (2 * FLOAT_BYTES + 1)
-    if method == "sir":
-        parts["the SIR proposals (--proposals, model.nz)"] = (
-            3 * batch * proposals * nz * FLOAT_BYTES
-        )
-    check_memory({**parts, **(extra or {})}, str(device), "sampling")
-    if not estimate_time or rows * per_chain < 10**7:
-        return
-    probe = min(batch, 100)
-    t0 = time.perf_counter()
-    sample_latents(model, probe, method=method, steps=1, proposals=proposals, batch_size=probe)
-    seconds = (time.perf_counter() - t0) / probe * rows * per_chain
-    if seconds > LONG_SECONDS:
-        warnings.warn(
-            f"{options}: {rows:,} samples of {per_chain:,} steps take about "
-            f"{seconds / 3600:.3g} h here (measured on one step; memory about "
-            f"{format_bytes(sum(parts.values()))}); Ctrl-C stops it, or lower them",
-            stacklevel=2,
-        )
-
-
-def _check_sizes(r: _Request, metric: str) -> None:
-    """:func:`check_sampling` of an evaluation's chains: ``fid``'s ``n`` prior samples (or
-    aggregate-posterior samples) and their features, or the posterior chains of the test
-    split (``recon``, ``anomaly``), before the work."""
-    if metric == "fid":
-        rows, aggregate = r.n, r.method == "aggregate"
-        steps = r.chain(own_chain(r.cfg)[1] if aggregate else r.cfg.sample.steps, 1.0)["steps"]
-        # Each image's features: at least 128 numbers (the classifier's; Inception's 2048).
-        extra = {"the images' features (--n)": rows * 128 * 4}
-        chain = "--proposals" if r.method == "sir" else "--steps"
-        method = "langevin" if aggregate else r.method
-        options, estimate = f"--n and {chain}", not aggregate
-    else:
-        rows, steps, extra = len(r.data.test_x), r.posterior_chain()["steps"], {}
-        options, method, estimate = "--steps (on the test split)", "langevin", False
-    check_sampling(
-        r.model,
-        rows,
-        steps,
-        method=method,
-        proposals=r.proposals,
-        batch_size=r.batch_size,
-        device=r.device,
-        keep_images=False,
-        options=options,
-        rows_name="--n" if metric == "fid" else "the test split",
-        estimate_time=estimate,
-        extra=extra,
-    )
-
-
 def _check_options(
     metric: str,
     steps: int | None,
@@ -482,7 +379,7 @@ def evaluate_run(
         batch_size,
         progress,
     )
-    _check_sizes(request, metric)
+    check_request(request, metric)  # sizes, before the work
     report: dict[str, Any] = {
         "metric": metric,
         "run": str(run_dir),

@@ -31,6 +31,7 @@ from latent_ebm.config import Config, check_seed, num_stages
 from latent_ebm.data import to_float, to_uint8
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.evaluation.metrics import reconstruct
+from latent_ebm.evaluation.sizes import check_sampling
 from latent_ebm.files import remove_abandoned_temporaries, write_atomic
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
@@ -304,8 +305,6 @@ def sample_run(
     clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     remove_abandoned_temporaries(prefix.parent)  # and those of a sample into --out
     model.prior = model.prior.sharpened(sharpen)
-    from latent_ebm.evaluation import check_sampling  # sizes, before the work (issue 30)
-
     options = "--n and " + ("--proposals" if method == "sir" else "--steps")
     chain_steps = cfg.sample.steps if steps is None else steps
     check_sampling(model, n, chain_steps, method=method, proposals=proposals, options=options)

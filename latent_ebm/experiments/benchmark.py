@@ -38,7 +38,7 @@ import torch
 
 from latent_ebm import rng
 from latent_ebm.config import Config, config_to_dict, num_stages, validate
-from latent_ebm.config.validation import check_training_memory
+from latent_ebm.config.sizes import check_training_memory
 from latent_ebm.data import dataset_info
 from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import flop_registry
 
 from latent_ebm import rng
 from latent_ebm.config import Config, num_stages
-from latent_ebm.config.validation import format_bytes, training_memory
+from latent_ebm.config.sizes import format_bytes, training_memory
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM, build_model
 from latent_ebm.nets import RatioNet
@@ -204,7 +204,7 @@ def describe(
     flops_per_s: float | None = None,
 ) -> str:
     """The ``train --dry-run`` report: data, parameters, operations, the estimated memory
-    (:func:`latent_ebm.config.validation.training_memory`, the estimate that training's
+    (:func:`latent_ebm.config.sizes.training_memory`, the estimate that training's
     validation checks) and the estimated time.
 
     Arguments:
