@@ -160,8 +160,18 @@ def test_reproduce_tables_on_a_full_disk_are_one_line_and_not_partial(
             ["train", "--set", "train.eval_every=4", "--set", f"train.eval_n={BIG}"],
             ["memory", "train.eval_n"],
         ),
+        (["train", "--set", "prior.refit_steps=1"], ["prior.refit_steps", "every stage"]),
+        (
+            ["train", "--set", "prior.refit_holdout=0.9", "--set", "prior.refit_samples=1"],
+            ["prior.refit_holdout", "raise prior.refit_samples"],
+        ),
         (["bench", "--set", f"train.batch_size={BIG}"], ["memory", "train.batch_size"]),
         (["bench", "--set", f"model.nz={BIG}"], ["memory", "model.nz"]),
+        (["bench", "--set", "train.post_steps=0"], ["train.post_steps", "at least 1"]),
+        (["bench", "--threads", "100000"], ["--threads", "cores"]),
+        (["bench", "--repeats", str(10**11)], ["--repeats", "10**6"]),
+        (["bench", "--peak-seconds", "1e12"], ["--peak-seconds", "h"]),
+        (["bench", "--compare", str(10**11)], ["--compare", "h"]),
     ],
 )
 def test_a_config_that_cannot_fit_is_refused_before_any_allocation(
@@ -226,6 +236,18 @@ def test_slow_sampling_is_announced_with_its_time_before_it_starts(run, capsys, 
     with pytest.warns(UserWarning, match=r"^--n and --steps: 1,000,000 samples .* h here"):
         code, _, err = run_cli(args, capsys)
     assert err == "error: sampling started" and code == 1  # warned, then started
+
+
+def test_a_long_bench_is_announced_with_its_time_before_it_starts(capsys, monkeypatch):
+    import latent_ebm.experiments.benchmark as benchmark
+
+    def started(*args, **kwargs):
+        raise _Started("measurement started")
+
+    monkeypatch.setattr(benchmark, "matmul_peak", started)
+    with pytest.warns(UserWarning, match=r"^--repeats x --peak-seconds: .* about 1\.39 h$"):
+        code, _, err = run_cli(["bench", *SETS, "--repeats", "5", "--peak-seconds", "1000"], capsys)
+    assert err == "error: measurement started" and code == 1
 
 
 def test_small_sampling_is_not_delayed_by_a_time_estimate(run, capsys, monkeypatch):

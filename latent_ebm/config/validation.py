@@ -134,6 +134,13 @@ def validate(
             "config field 'prior.refit_holdout' is the fraction of the refit rows held out and "
             f"must lie in [0, 1) (0: no stopping rule), got {cfg.prior.refit_holdout!r}"
         )
+    for name in ("refit_samples", "refit_noise") if cfg.prior.refit_steps else ():
+        rows = getattr(cfg.prior, name)
+        if round(cfg.prior.refit_holdout * rows) >= rows:  # priors.ratio.hold_out's count
+            raise LatentEBMError(
+                f"config field 'prior.refit_holdout' ({cfg.prior.refit_holdout}) holds out all "
+                f"{rows} rows of 'prior.{name}', leaving none to fit: raise prior.{name}"
+            )
     if shape is not None:
         _check_arch(cfg, shape)
     _check_evaluations(cfg)
@@ -144,6 +151,13 @@ def validate(
         raise LatentEBMError(
             f"config field 'prior.stages' ({stages}) exceeds 'train.iters' ({cfg.train.iters}): "
             "every stage needs at least one iteration"
+        )
+    p = cfg.prior
+    if 0 < p.refit_steps < stages and p.refit_split == "total":
+        raise LatentEBMError(
+            f"config field 'prior.refit_steps' ({p.refit_steps}) is split over the {stages} "
+            "stages (prior.refit_split=total): every stage needs at least one update; raise it "
+            "or set prior.refit_split=stage"
         )
     check_training_work(cfg, stages)
     if num_train is not None:

@@ -30,8 +30,10 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import statistics
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -102,8 +104,10 @@ def bench(
         call, and the iteration's ``vs_noise``, its time over that one's.
 
     Raises:
-        LatentEBMError: a bad config or argument, or a configuration whose networks and batch
-            would not fit in memory; all before any measurement.
+        LatentEBMError: a bad config or argument, a configuration whose networks and batch
+            would not fit in memory, calls or threads beyond their bounds, or a peak
+            measurement longer than a week (longer than 10 minutes: a warning); all before
+            any measurement.
     """
     cfg = copy.deepcopy(cfg)
     if precision is not None:
@@ -117,6 +121,9 @@ def bench(
         raise LatentEBMError("repeats and threads must be at least 1, warmup at least 0")
     if not peak_seconds > 0:
         raise LatentEBMError(f"peak_seconds must be positive, got {peak_seconds}")
+    _check_sizes(cfg, repeats, warmup, threads)
+    peaks = len({precision, "fp32"})
+    _check_duration(peaks * repeats * peak_seconds, "--repeats x --peak-seconds")
     shape, _ = dataset_info(cfg.data.name, cfg.data.size, cfg.data.holdout)
     validate(cfg, shape=shape)
     check_training_memory(cfg, shape)  # the synthetic batch and the networks, before the peak
@@ -127,6 +134,36 @@ def bench(
         return _bench(cfg, precision, stage, repeats, warmup, peak_seconds, profile)
     finally:
         torch.set_num_threads(old_threads)
+
+
+MAX_CALLS = 10**6  # --repeats, --warmup: more calls of a part than any measurement needs
+LONG_SECONDS, ABSURD_SECONDS = 600.0, 7 * 86400.0  # announced; refused (a week)
+
+
+def _check_sizes(cfg: Config, repeats: int, warmup: int, threads: int | None) -> None:
+    """Bounds of the calls, the threads (the machine's cores) and the chain (the chain step's
+    time is the chain's over its steps). Raises ``LatentEBMError``: a bound exceeded."""
+    if repeats > MAX_CALLS or warmup > MAX_CALLS:
+        raise LatentEBMError(
+            f"--repeats ({repeats}) and --warmup ({warmup}) must be at most 10**6 calls"
+        )
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        raise LatentEBMError(f"--threads must be at most {cores} (the cores here), got {threads}")
+    if cfg.train.post_steps < 1:
+        raise LatentEBMError(
+            "bench times a posterior chain step: config field 'train.post_steps' must be at least 1"
+        )
+
+
+def _check_duration(seconds: float, what: str) -> None:
+    """The matrix-multiply peak alone lasts ``seconds``: a warning beyond :data:`LONG_SECONDS`,
+    ``LatentEBMError`` beyond :data:`ABSURD_SECONDS` (``what`` names the options)."""
+    hours = f"{seconds / 3600:.3g} h"
+    if seconds > ABSURD_SECONDS:
+        raise LatentEBMError(f"{what}: the matrix-multiply peak alone would take {hours}")
+    if seconds > LONG_SECONDS:
+        warnings.warn(f"{what}: the matrix-multiply peak alone takes about {hours}", stacklevel=3)
 
 
 def _bench(
@@ -262,6 +299,9 @@ def compare_precisions(
     """
     if rounds < 1:
         raise LatentEBMError(f"rounds must be at least 1, got {rounds}")
+    repeats, peak_seconds = kwargs.get("repeats", 5), kwargs.get("peak_seconds", 0.5)
+    peaks = rounds * len(precisions) * repeats * peak_seconds
+    _check_duration(peaks, "--compare x --repeats x --peak-seconds")
     results = [{p: bench(cfg, p, **kwargs) for p in precisions} for _ in range(rounds)]
     first, last = precisions[0], precisions[-1]
     speedup = {
