@@ -160,6 +160,7 @@ def test_reproduce_tables_on_a_full_disk_are_one_line_and_not_partial(
             ["train", "--set", "train.eval_every=4", "--set", f"train.eval_n={BIG}"],
             ["memory", "train.eval_n"],
         ),
+        (["train", "--set", f"sample.grid={BIG}"], ["memory", "sample.grid"]),
         (["train", "--set", "prior.refit_steps=1"], ["prior.refit_steps", "every stage"]),
         (
             ["train", "--set", "prior.refit_holdout=0.9", "--set", "prior.refit_samples=1"],

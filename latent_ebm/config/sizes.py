@@ -147,7 +147,8 @@ def training_memory(
     - the memory bank and its snapshot (``num_train`` rows of ``model.nz``), when known;
     - the refit's posterior samples and noise (``prior.refit_samples``, ``prior.refit_noise``)
       and a batch of its ratio networks (``prior.refit_batch``), when it runs;
-    - the in-training FID's samples (``train.eval_n``) when it runs.
+    - the in-training FID's samples (``train.eval_n``) when it runs;
+    - the figures' samples (``sample.grid``) of the finished run.
     """
     from latent_ebm.amortiser import Amortiser
     from latent_ebm.nets import Generator
@@ -185,6 +186,10 @@ def training_memory(
         parts["the in-training FID's samples (train.eval_n, model.nz)"] = (
             t.eval_n * (m.nz + image) * FLOAT_BYTES
         )
+    # The figures of a finished run (train --eval, plot): sample.grid samples and images.
+    parts["the figures' samples (sample.grid, model.nz)"] = cfg.sample.grid * (
+        m.nz * FLOAT_BYTES + image * (2 * FLOAT_BYTES + 1)
+    )
     return parts
 
 
@@ -224,6 +229,7 @@ def check_training_work(cfg: Config, stages: int) -> None:
             max(p.refit_chain_steps, 1),
             "prior.refit_noise x prior.stages x prior.refit_chain_steps",
         )
+    check_work(cfg.sample.grid, max(cfg.sample.steps, 1), "sample.grid x sample.steps")
     if t.eval_every:
         check_work(
             t.eval_n * (t.iters // t.eval_every),
