@@ -66,6 +66,35 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err.strip()
 
 
+SETS = [a for s in TINY for a in ("--set", s)]  # TINY as command-line options
+
+
+def train_cli(run: Path, capsys, *extra: str) -> tuple[int, str]:
+    """``latent-ebm train`` of the tiny config into ``run``: exit status, stripped stderr."""
+    code, _, err = run_cli(
+        ["train", "--out", run, "--no-progress", "--no-eval", *SETS, *extra], capsys
+    )
+    return code, err
+
+
+@pytest.fixture
+def tiny_run(tmp_path, capsys) -> Path:
+    """A finished tiny run (with snapshots every 6 iterations)."""
+    run = tmp_path / "run"
+    code, err = train_cli(run, capsys, "--set", "train.keep_every=6")
+    assert code == 0, err
+    return run
+
+
+def assert_one_line(code: int, err: str, *expected: str) -> None:
+    """A user error: a non-zero status and one line ``error: ...`` holding ``expected``."""
+    assert code not in (0, None), err
+    assert err.startswith("error: "), err
+    assert len(err.splitlines()) == 1, err
+    for e in expected:
+        assert e in err, err
+
+
 def checkpoint_state(run: Path) -> dict:
     """The checkpoint of a run directory."""
     return torch.load(run / CHECKPOINT, weights_only=False)

@@ -49,6 +49,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn_two(worker, root: Path, seconds: float, stuck: str) -> None:
+    """Run ``worker(rank, port, root)`` in 2 processes; kill them and fail with ``stuck``
+    if they have not both ended within ``seconds``."""
+    ctx = mp.spawn(worker, args=(_free_port(), root), nprocs=2, join=False)
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(stuck)
+
+
 def _record_writes(root: Path, writes: list) -> None:
     """Record every file-system change under ``root`` that this process makes (audit hook)."""
 
@@ -213,13 +225,7 @@ def _failing_worker(rank: int, port: int, root: Path) -> None:
 
 @needs_gloo
 def test_a_failure_in_one_process_stops_every_process(tmp_path):
-    ctx = mp.spawn(_failing_worker, args=(_free_port(), tmp_path), nprocs=2, join=False)
-    deadline = time.monotonic() + 300
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("a process still waits for the one that failed")
+    spawn_two(_failing_worker, tmp_path, 300, "a process still waits for the one that failed")
     ranks = [torch.load(tmp_path / f"outcome{r}.pt", weights_only=False) for r in (0, 1)]
     for r, out in enumerate(ranks):
         assert out["none"] == ("ok", "", None)

@@ -18,33 +18,7 @@ import torch
 
 from latent_ebm import rundir
 from latent_ebm.rundir import CHECKPOINT, METRICS, read_metrics
-from tests.conftest import TINY, checkpoint_state, run_cli
-
-SETS = [a for s in TINY for a in ("--set", s)]
-
-
-def _train(run: Path, capsys, *extra: str) -> tuple[int, str]:
-    code, _, err = run_cli(
-        ["train", "--out", run, "--no-progress", "--no-eval", *SETS, *extra], capsys
-    )
-    return code, err
-
-
-@pytest.fixture
-def tiny_run(tmp_path, capsys) -> Path:
-    run = tmp_path / "run"
-    code, err = _train(run, capsys, "--set", "train.keep_every=6")
-    assert code == 0, err
-    return run
-
-
-def _assert_one_line(code: int, err: str, *expected: str) -> None:
-    assert code not in (0, None), err
-    assert err.startswith("error: "), err
-    assert len(err.splitlines()) == 1, err
-    for e in expected:
-        assert e in err, err
-
+from tests.conftest import SETS, assert_one_line, checkpoint_state, run_cli, train_cli
 
 # 1. A checkpoint never runs code.
 
@@ -79,14 +53,14 @@ def _poison(path: Path, marker: Path) -> None:
 def test_a_checkpoint_with_code_is_refused_and_the_code_does_not_run(tmp_path, capsys, command):
     run = tmp_path / "run"
     holdout = ["--holdout", "9"] if command[-1] == "anomaly" else []
-    code, err = _train(run, capsys, "--set", "train.keep_every=6", *holdout)
+    code, err = train_cli(run, capsys, "--set", "train.keep_every=6", *holdout)
     assert code == 0, err
     marker = tmp_path / "pwned"
     targets = [run / CHECKPOINT, *rundir.snapshots(run)]
     for path in targets:
         _poison(path, marker)
     code, _, err = run_cli([c.replace("{run}", str(run)) for c in command], capsys)
-    _assert_one_line(code, err, "refused")
+    assert_one_line(code, err, "refused")
     assert not marker.exists(), "the checkpoint's payload ran"
 
 
@@ -111,8 +85,8 @@ def test_a_new_checkpoint_loads_with_weights_only(tiny_run):
 
 def test_a_diverging_prior_names_its_cause_and_saves_nothing_non_finite(tmp_path, capsys):
     run = tmp_path / "run"
-    code, err = _train(run, capsys, "--set", "prior.lr=1e30", "--set", "train.ckpt_every=1")
-    _assert_one_line(code, err, "prior.lr", "1e+30")
+    code, err = train_cli(run, capsys, "--set", "prior.lr=1e30", "--set", "train.ckpt_every=1")
+    assert_one_line(code, err, "prior.lr", "1e+30")
     assert "post_step_size" not in err
     if (run / CHECKPOINT).exists():
         state = torch.load(run / CHECKPOINT, weights_only=True)
@@ -126,7 +100,7 @@ def test_a_diverging_prior_names_its_cause_and_saves_nothing_non_finite(tmp_path
 
 def test_a_one_stage_nce_run_does_not_report_success_over_nan(tmp_path, capsys):
     run = tmp_path / "run"
-    code, err = _train(
+    code, err = train_cli(
         run,
         capsys,
         "--set",
@@ -136,7 +110,7 @@ def test_a_one_stage_nce_run_does_not_report_success_over_nan(tmp_path, capsys):
         "--set",
         "train.ckpt_every=100",
     )
-    _assert_one_line(code, err, "prior.lr")
+    assert_one_line(code, err, "prior.lr")
     assert not (run / CHECKPOINT).exists() or "iteration" in err
     assert "last good checkpoint (iteration 0)" not in err
 
@@ -146,7 +120,7 @@ def test_a_one_stage_nce_run_does_not_report_success_over_nan(tmp_path, capsys):
 
 def test_a_partial_metrics_line_is_skipped_and_truncated_on_resume(tmp_path, capsys):
     run = tmp_path / "run"
-    code, err = _train(run, capsys, "--max-iters", "8")
+    code, err = train_cli(run, capsys, "--max-iters", "8")
     assert code == 0, err
     lines = (run / METRICS).read_text()
     (run / METRICS).write_text(lines + '{"iteration": 9, "stage"')
@@ -166,7 +140,7 @@ def test_a_partial_metrics_line_is_skipped_and_truncated_on_resume(tmp_path, cap
 
 def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    code, err = _train(run, capsys, "--max-iters", "4")
+    code, err = train_cli(run, capsys, "--max-iters", "4")
     assert code == 0
     before = (run / CHECKPOINT).read_bytes()
 
@@ -177,7 +151,7 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, capsys, monkeypat
     code, _, err = run_cli(
         ["train", "--resume", "--out", run, "--no-progress", "--no-eval"], capsys
     )
-    _assert_one_line(code, err, "could not write checkpoint", "iteration 4")
+    assert_one_line(code, err, "could not write checkpoint", "iteration 4")
     assert (run / CHECKPOINT).read_bytes() == before
     assert not list(run.glob(".*.tmp"))
 
@@ -202,14 +176,14 @@ def test_eval_and_sample_on_a_full_disk_leave_no_empty_file(
     target.unlink(missing_ok=True)
     monkeypatch.setattr(files.os, "replace", _enospc)
     code, _, err = run_cli([c.replace("{run}", str(tiny_run)) for c in command], capsys)
-    _assert_one_line(code, err, "No space left")
+    assert_one_line(code, err, "No space left")
     assert not target.exists()
     assert not [p for p in tiny_run.rglob("*") if p.is_file() and p.stat().st_size == 0]
 
 
 def test_stale_temporary_checkpoints_are_removed_on_resume(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _train(run, capsys, "--max-iters", "4")[0] == 0
+    assert train_cli(run, capsys, "--max-iters", "4")[0] == 0
     stale = run / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"x" * 1000)
     (run / "snapshots").mkdir(exist_ok=True)
@@ -238,7 +212,7 @@ def _hold_lock(run: Path):
 @pytest.mark.parametrize("extra", [["--resume"], ["--force", *SETS]], ids=["resume", "force"])
 def test_a_second_writer_is_refused_and_changes_nothing(tmp_path, capsys, extra):
     run = tmp_path / "run"
-    assert _train(run, capsys, "--max-iters", "4")[0] == 0
+    assert train_cli(run, capsys, "--max-iters", "4")[0] == 0
     held = _hold_lock(run)  # what a live `train` holds: the lock, with its pid
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     try:
@@ -248,7 +222,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(tmp_path, capsys, extra)
         after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     finally:
         held.close()
-    _assert_one_line(code, err, "4242")
+    assert_one_line(code, err, "4242")
     assert after == before
     # Readers do not need the lock; once it is released, the resume works.
     code, _, err = run_cli(
@@ -308,17 +282,17 @@ def test_bad_values_are_refused_before_any_work(
     if args[0] == "train":
         args = [*args, "--no-progress", "--no-eval", *SETS]
     code, _, err = run_cli(args, capsys)
-    _assert_one_line(code, err, expected)
+    assert_one_line(code, err, expected)
     assert not (tmp_path / "a").exists() and not (tmp_path / "h").exists()
     assert {p: p.read_bytes() for p in (tiny_run / "eval").glob("*")} == eval_before
 
 
 def test_a_checkpoint_of_another_preset_is_one_line(tiny_run, tmp_path, capsys):
     other = tmp_path / "other"
-    assert _train(other, capsys, "--set", "model.nz=6")[0] == 0
+    assert train_cli(other, capsys, "--set", "model.nz=6")[0] == 0
     (tiny_run / CHECKPOINT).write_bytes((other / CHECKPOINT).read_bytes())
     code, _, err = run_cli(["eval", tiny_run, "--metric", "recon"], capsys)
-    _assert_one_line(code, err, "does not match")
+    assert_one_line(code, err, "does not match")
 
 
 def test_eval_and_sample_validate_the_runs_config(tiny_run, capsys):
@@ -326,13 +300,13 @@ def test_eval_and_sample_validate_the_runs_config(tiny_run, capsys):
     (tiny_run / "config.yaml").write_text(cfg.replace("post_steps: 4", "post_steps: -4"))
     for cmd in (["eval", tiny_run, "--metric", "recon"], ["sample", tiny_run, "--n", "4"]):
         code, _, err = run_cli(cmd, capsys)
-        _assert_one_line(code, err, "train.post_steps")
+        assert_one_line(code, err, "train.post_steps")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_eval_on_a_missing_gpu_names_the_option(tiny_run, capsys):
     code, _, err = run_cli(["eval", tiny_run, "--metric", "recon", "--device", "cuda"], capsys)
-    _assert_one_line(code, err, "--device", "no GPU")
+    assert_one_line(code, err, "--device", "no GPU")
     assert "train.device" not in err
 
 

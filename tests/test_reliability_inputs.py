@@ -25,7 +25,7 @@ from latent_ebm import data
 from latent_ebm.config import load_config, resolve_config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.rundir import CHECKPOINT, CONFIG
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, assert_one_line, run_cli
 from tests.formats import (
     IDX_FILES,
     cifar10_tar,
@@ -34,7 +34,6 @@ from tests.formats import (
     write_idx_set,
     write_svhn,
 )
-from tests.test_reliability import _assert_one_line, tiny_run  # noqa: F401 (a fixture)
 
 SETS = [a for s in TINY for a in ("--set", s)]
 TRAIN_IMAGES, TRAIN_LABELS = IDX_FILES[0]
@@ -86,7 +85,7 @@ def test_a_hostile_idx_header_through_the_command_line(tmp_path: Path, capsys) -
          "--set", "data.name=mnist", "--data-dir", tmp_path / "mnist"],
         capsys,
     )  # fmt: skip
-    _assert_one_line(code, err, TRAIN_IMAGES, "255")
+    assert_one_line(code, err, TRAIN_IMAGES, "255")
     assert not (tmp_path / "run" / CHECKPOINT).exists()
 
 
@@ -348,7 +347,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path, capsys, levels: in
     start = time.perf_counter()
     code, err = _train_config(path, tmp_path, capsys)
     assert time.perf_counter() - start < 1.0
-    _assert_one_line(code, err, str(path), "alias")
+    assert_one_line(code, err, str(path), "alias")
     assert len(err) < 400, err[:1000]
 
 
@@ -381,13 +380,20 @@ LONG = "x" * 100_000
         [f"{LONG}"],  # not section.field=value
         [f"train.lr={'[' * 5000}"],  # deeply nested
         [f"train.iters={'9' * 5000}"],  # an integer Python will not convert
+        [f"data.name={'x' * 5000}"],  # a long choice (validation quotes it)
+        [f"train.device={'x' * 5000}"],
+        [f"train.seed=-{'1' * 4000}"],
+        [f"prior.refit_holdout={'9' * 4000}"],
     ],
-    ids=["value", "field", "section", "list", "equals", "no-equals", "nested", "digits"],
+    ids=[
+        *("value", "field", "section", "list", "equals", "no-equals", "nested", "digits"),
+        *("choice", "device", "seed", "fraction"),
+    ],
 )
 def test_a_long_bad_override_gives_a_short_line(tmp_path: Path, capsys, overrides: list) -> None:
     args = ["train", "--out", tmp_path / "run", "--dry-run"]
     code, _, err = run_cli([*args, *[a for o in overrides for a in ("--set", o)]], capsys)
-    _assert_one_line(code, err)
+    assert_one_line(code, err)
     assert len(err) < 400, err[:1000]
 
 
@@ -408,7 +414,7 @@ def test_a_bad_config_file_gives_a_short_line(tmp_path: Path, capsys, text: str)
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     code, err = _train_config(path, tmp_path, capsys)
-    _assert_one_line(code, err, str(path))
+    assert_one_line(code, err, str(path))
     assert len(err) < 400 + len(str(path)), err[:1000]
 
 
@@ -416,7 +422,7 @@ def test_a_huge_config_file_is_refused_without_reading_it_whole(tmp_path: Path, 
     path = tmp_path / "huge.yaml"
     path.write_text("train:\n  lr: 0.001\n" + "# padding\n" * 300_000)
     code, err = _train_config(path, tmp_path, capsys)
-    _assert_one_line(code, err, str(path), "bytes")
+    assert_one_line(code, err, str(path), "bytes")
 
 
 # 12. A bad weights file says what is wrong with it, never torch's advice.
@@ -462,7 +468,7 @@ def test_a_bad_weights_file_says_what_is_wrong(tmp_path: Path, kind: str) -> Non
 
 @pytest.mark.parametrize("kind", ["pickle protocol 5", "zip of pickle protocol 5", "text"])
 def test_bad_inception_weights_and_checkpoints_are_one_line(
-    tiny_run: Path,  # noqa: F811 (the fixture imported above)
+    tiny_run: Path,
     tmp_path: Path,
     capsys,
     kind: str,
@@ -470,10 +476,10 @@ def test_bad_inception_weights_and_checkpoints_are_one_line(
     weights = _bad_weights(kind, tmp_path / "pt_inception.pth")
     args = ["eval", tiny_run, "--metric", "fid", "--features", "inception", "--weights", weights]
     code, _, err = run_cli([*args, "--n", "10", "--no-progress"], capsys)
-    _assert_one_line(code, err, str(weights))
+    assert_one_line(code, err, str(weights))
     _no_torch_advice(err)
     _bad_weights(kind, tiny_run / CHECKPOINT)
     code, _, err = run_cli(["eval", tiny_run, "--metric", "recon", "--no-progress"], capsys)
-    _assert_one_line(code, err, CHECKPOINT)
+    assert_one_line(code, err, CHECKPOINT)
     _no_torch_advice(err)
     assert "warning" not in err.lower()

@@ -19,12 +19,11 @@ import torch
 from latent_ebm import rundir
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.rundir import CHECKPOINT, CONFIG, LOCK, METRICS
-from tests.conftest import checkpoint_state, run_cli
-from tests.test_reliability import SETS, _assert_one_line, _train, tiny_run  # noqa: F401 (a fixture)
+from tests.conftest import SETS, assert_one_line, checkpoint_state, run_cli, train_cli
 
 
 @pytest.fixture
-def run(tiny_run: Path) -> Path:  # noqa: F811 (the fixture imported above)
+def run(tiny_run: Path) -> Path:
     """A finished tiny run: 12 iterations, a snapshot every 6."""
     return tiny_run
 
@@ -91,7 +90,7 @@ def test_a_run_that_loses_the_race_keeps_the_finished_run(tmp_path, capsys, forc
             slow.kill()
             slow.wait()
     err = "\n".join(line for line in err.splitlines() if not line.startswith("warning: "))
-    _assert_one_line(slow.returncode, err, str(race))
+    assert_one_line(slow.returncode, err, str(race))
     assert slow.returncode == 1
     assert _tree(race) == finished
 
@@ -116,8 +115,8 @@ def test_a_run_refused_the_lock_removes_only_the_empty_folder_it_made(
     # folders it made it removes only when they are empty.
     out = tmp_path / "parent" / "race"
     monkeypatch.setattr(rundir.layout, "RunLock", _beaten_to_the_lock(other_wrote))
-    code, err = _train(out, capsys)
-    _assert_one_line(code, err, "in use")
+    code, err = train_cli(out, capsys)
+    assert_one_line(code, err, "in use")
     if other_wrote:
         assert (out / CONFIG).read_text() == "the other run's\n"
     else:
@@ -130,8 +129,8 @@ def test_a_run_that_fails_in_setup_leaves_no_folder(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(sys.modules["latent_ebm.train"], "build_model", fail)
     out = tmp_path / "a" / "b"
-    code, err = _train(out, capsys)
-    _assert_one_line(code, err, "cannot be built")
+    code, err = train_cli(out, capsys)
+    assert_one_line(code, err, "cannot be built")
     assert not (tmp_path / "a").exists()
 
 
@@ -193,7 +192,7 @@ def test_a_lock_that_cannot_be_taken_is_one_line_and_leaves_nothing(
 ):
     run = tmp_path / "run"
     if how == "resume":
-        assert _train(run, capsys, "--max-iters", "4")[0] == 0
+        assert train_cli(run, capsys, "--max-iters", "4")[0] == 0
     else:
         run.mkdir()
     if case == "lock-folder":
@@ -213,15 +212,15 @@ def test_a_lock_that_cannot_be_taken_is_one_line_and_leaves_nothing(
         "full-create": "No space left",
         "full-write": "No space left",
     }[case]
-    _assert_one_line(code, err, expected, str(run))
+    assert_one_line(code, err, expected, str(run))
     assert _tree(run) == before
 
 
 def test_a_full_disk_at_the_lock_of_a_new_folder_removes_the_folder(tmp_path, capsys, monkeypatch):
     _lock_disk_full(monkeypatch, "write")
-    code, err = _train(tmp_path / "new" / "run", capsys)
+    code, err = train_cli(tmp_path / "new" / "run", capsys)
     monkeypatch.undo()
-    _assert_one_line(code, err, "No space left")
+    assert_one_line(code, err, "No space left")
     assert not (tmp_path / "new").exists()
 
 
@@ -255,7 +254,7 @@ def test_a_damaged_metrics_log_is_one_line(run, tmp_path, capsys, bad, command):
     }[command]
     before = _tree(run)
     code, _, err = run_cli(args, capsys)
-    _assert_one_line(code, err, METRICS)
+    assert_one_line(code, err, METRICS)
     assert _tree(run) == before
 
 
@@ -277,7 +276,7 @@ def test_a_damaged_report_is_one_line_in_compare(run, tmp_path, capsys, report):
     path.parent.mkdir(exist_ok=True)
     path.mkdir() if report is None else path.write_bytes(report)
     code, _, err = run_cli(["compare", run, "--out", tmp_path / "cmp"], capsys)
-    _assert_one_line(code, err, "recon.json")
+    assert_one_line(code, err, "recon.json")
     assert not (tmp_path / "cmp").exists()
 
 
@@ -346,7 +345,7 @@ def test_a_checkpoint_of_a_bad_structure_is_one_line(run, capsys, bad):
     before = _tree(run)
     for args in commands:
         code, _, err = run_cli(args, capsys)
-        _assert_one_line(code, err, str(run / CHECKPOINT))
+        assert_one_line(code, err, str(run / CHECKPOINT))
     assert _tree(run) == before
 
 
@@ -366,7 +365,7 @@ def other_data_run(tmp_path, capsys) -> Path:
     run = tmp_path / "other"
     other = ["data.name=imagefolder", "data.size=8", f"data.data_dir={images}"]
     other.append("train.keep_every=6")
-    code, err = _train(run, capsys, *(a for s in other for a in ("--set", s)))
+    code, err = train_cli(run, capsys, *(a for s in other for a in ("--set", s)))
     assert code == 0, err
     return run
 
@@ -382,7 +381,7 @@ def test_a_checkpoint_of_another_data_set_is_refused(run, other_data_run, capsys
         ["train", "--resume", "--out", run, "--no-progress", "--no-eval"],
     ):
         code, _, err = run_cli(args, capsys)
-        _assert_one_line(code, err, "imagefolder", "digits")
+        assert_one_line(code, err, "imagefolder", "digits")
     assert _tree(run) == before
 
 
@@ -396,10 +395,10 @@ def test_a_snapshot_of_another_data_set_is_refused(run, other_data_run):
 
 def test_a_checkpoint_of_another_holdout_is_refused(run, tmp_path, capsys):
     other = tmp_path / "holdout"
-    assert _train(other, capsys, "--holdout", "3")[0] == 0
+    assert train_cli(other, capsys, "--holdout", "3")[0] == 0
     (run / CHECKPOINT).write_bytes((other / CHECKPOINT).read_bytes())
     code, _, err = run_cli(["eval", run, "--metric", "recon", "--no-progress"], capsys)
-    _assert_one_line(code, err, "holdout")
+    assert_one_line(code, err, "holdout")
 
 
 def test_checkpoints_without_a_data_set_record_still_load(run, capsys):
@@ -495,6 +494,6 @@ def test_a_file_given_as_a_run_is_named_a_file(tmp_path, capsys, args):
     afile.write_text("not a run\n")
     args = [a.replace("{f}", str(afile)).replace("{tmp}", str(tmp_path)) for a in args]
     code, _, err = run_cli(args, capsys)
-    _assert_one_line(code, err, f"{afile} is a file")
+    assert_one_line(code, err, f"{afile} is a file")
     assert "does not exist" not in err
     assert afile.read_text() == "not a run\n"

@@ -185,19 +185,12 @@ def _signalled_worker(rank: int, port: int, root: Path) -> None:
 
 
 def test_every_process_stops_at_the_signalled_iteration(tmp_path):
-    import torch.multiprocessing as mp
 
-    from tests.test_distributed import _free_port, needs_gloo
+    from tests.test_distributed import needs_gloo, spawn_two
 
     if needs_gloo.args[0]:
         pytest.skip(needs_gloo.kwargs["reason"])
-    ctx = mp.spawn(_signalled_worker, args=(_free_port(), tmp_path), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("a process still waits for the one that was signalled")
+    spawn_two(_signalled_worker, tmp_path, 120, "a process still waits for the one signalled")
     outcomes = [torch.load(tmp_path / f"signalled{r}.pt") for r in (0, 1)]
     for signalled in (0, 1):
         for out in outcomes:

@@ -15,15 +15,14 @@ import latent_ebm.experiments as experiments
 import latent_ebm.experiments.reproduction as rep
 from latent_ebm.data import dataset_info
 from latent_ebm.errors import LatentEBMError
-from tests.conftest import TINY, run_cli, tiny_config
-from tests.test_reliability import SETS, _assert_one_line, tiny_run  # noqa: F401 (a fixture)
+from tests.conftest import SETS, TINY, assert_one_line, run_cli, tiny_config
 
 BIG = 10**9
 
 
 @pytest.fixture
-def run(tiny_run: Path) -> Path:  # noqa: F811 (the fixture imported above)
-    """A finished tiny run (``tests.test_reliability``'s)."""
+def run(tiny_run: Path) -> Path:
+    """A finished tiny run (conftest's ``tiny_run``)."""
     return tiny_run
 
 
@@ -62,7 +61,7 @@ def test_bench_json_to_a_bad_path_is_refused_before_the_measurement(
 ):
     monkeypatch.setattr(experiments, "bench", _no_work)
     code, out, err = run_cli(["bench", *SETS, "--json", places[where]], capsys)
-    _assert_one_line(code, err, "--json", str(places[where]))
+    assert_one_line(code, err, "--json", str(places[where]))
     assert out == ""
 
 
@@ -82,7 +81,7 @@ def test_bench_json_on_a_full_disk_is_one_line_and_keeps_the_old_file(
     path.write_text('{"earlier": true}\n')
     monkeypatch.setattr(files.os, "replace", _enospc)
     code, _, err = run_cli(["bench", *SETS, "--json", path], capsys)
-    _assert_one_line(code, err, str(path), "No space left")
+    assert_one_line(code, err, str(path), "No space left")
     assert path.read_text() == '{"earlier": true}\n'
     assert _left_behind(tmp_path) == []
 
@@ -109,7 +108,7 @@ def test_reproduce_checks_out_before_any_output_or_training(tmp_path, capsys, mo
         (out / "compare.json").mkdir() if bad == "table-is-a-folder" else (out / "runs").touch()
     monkeypatch.setattr(rep, "train", _no_work)
     code, stdout, err = run_cli([*REPRODUCE, "--out", out, "--no-progress"], capsys)
-    _assert_one_line(code, err, "--out")
+    assert_one_line(code, err, "--out")
     assert stdout == ""  # no progress line before the error
 
 
@@ -135,7 +134,7 @@ def test_reproduce_tables_on_a_full_disk_are_one_line_and_not_partial(
     assert set(before) == {out / "compare.md", out / "compare.json"}
     monkeypatch.setattr(files.os, "replace", _enospc)
     code, _, err = run_cli([*args, "--no-progress"], capsys)
-    _assert_one_line(code, err, "No space left")
+    assert_one_line(code, err, "No space left")
     assert {p: p.read_bytes() for p in out.glob("compare.*")} == before
     assert _left_behind(out) == []
 
@@ -184,7 +183,7 @@ def test_a_config_that_cannot_fit_is_refused_before_any_allocation(
     else:
         args = [*args[:1], *SETS, *args[1:]]
     code, _, err = run_cli(args, capsys)
-    _assert_one_line(code, err, *expected)
+    assert_one_line(code, err, *expected)
     assert not out.exists()
 
 
@@ -218,7 +217,7 @@ def test_a_sampling_request_that_cannot_finish_is_refused_before_the_work(
     monkeypatch.setattr(evaluation, "recon_mse", _no_work)
     args = [a.replace("{run}", str(run)) for a in args]
     code, _, err = run_cli([*args, "--no-progress"], capsys)
-    _assert_one_line(code, err, *expected)
+    assert_one_line(code, err, *expected)
     assert not (run / "samples").exists()
 
 
@@ -274,5 +273,21 @@ def test_the_dry_run_prints_the_estimate_that_validation_refuses(tmp_path, capsy
     monkeypatch.setattr(sizes, "_memory_available", lambda device: (1000, "here"))
     for extra in (["--dry-run"], []):
         code, out, err = run_cli(["train", *extra, "--out", tmp_path / "r", *SETS], capsys)
-        _assert_one_line(code, err, f"needs about {total} of memory, more than the 1 kB here")
+        assert_one_line(code, err, f"needs about {total} of memory, more than the 1 kB here")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npz"])
+def test_sample_out_onto_a_folder_is_refused_before_sampling(
+    run: Path, tmp_path: Path, capsys, monkeypatch, suffix: str
+) -> None:
+    """``sample --out P`` where ``P.png`` or ``P.npz`` is a folder fails before the chain runs,
+    not after it."""
+    from latent_ebm.evaluation import plots
+
+    prefix = tmp_path / "out" / "s"
+    prefix.with_suffix(suffix).mkdir(parents=True)
+    monkeypatch.setattr(plots, "sample_latents", _no_work)
+    code, _, err = run_cli(["sample", run, "--n", "4", "--out", prefix, "--no-progress"], capsys)
+    assert_one_line(code, err, f"s{suffix}", "is a folder")
+    assert sorted(p.name for p in prefix.parent.iterdir()) == [f"s{suffix}"]

@@ -347,3 +347,24 @@ def test_foreign_run_directories_are_errors(tmp_path, capsys):
     code, _, err = run_cli([*args, "--out", tmp_path], capsys)
     assert code == 1 and "train.seed is 7 there, 0 here" in err, err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ['{"value": "0.5"}', "[1, 2]", "\udcff", "{"])
+def test_a_damaged_earlier_report_is_evaluated_again(tmp_path, monkeypatch, text):
+    """``reproduce`` reuses an earlier report only when it is a report; a damaged one (issue
+    30: a string value, not an object, not UTF-8, not JSON) is evaluated again, with a warning,
+    and rewritten."""
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "recon.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    calls = []
+
+    def evaluate(run_dir, metric, **kwargs):
+        calls.append(metric)
+        return {"metric": metric, "value": 0.25, "iteration": 7}
+
+    monkeypatch.setattr(rep, "evaluate_run", evaluate)
+    with pytest.warns(UserWarning, match="recon.json.*evaluating recon again"):
+        report = rep._evaluate(run, "recon", {}, 7, "[1/1]", lambda line: None, False)
+    assert calls == ["recon"] and report["value"] == 0.25
+    assert json.loads((run / "eval" / "recon.json").read_text())["value"] == 0.25

@@ -130,7 +130,13 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         return None
     base = next((a for a in args if a is not type(None)), tp) if args else tp
     if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise LatentEBMError(
+                f"config field '{name}' must be a float, got an integer of "
+                f"{value.bit_length():,} bits, beyond any float"
+            ) from None
     if base is float and isinstance(value, str):  # YAML reads "1e-4" as a string
         try:
             return float(value)

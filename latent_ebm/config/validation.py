@@ -7,7 +7,7 @@ import re
 import warnings
 from typing import Any
 
-from latent_ebm.config.io import config_to_dict
+from latent_ebm.config.io import clip, config_to_dict
 from latent_ebm.config.schema import COMPILE_MODES, Config
 from latent_ebm.config.sizes import check_training_memory, check_training_work
 from latent_ebm.data import DATASETS
@@ -80,7 +80,7 @@ def check_seed(seed: Any, name: str) -> int:
         LatentEBMError: anything else.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise LatentEBMError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+        raise LatentEBMError(f"{name} must be an integer in [0, 2**63), got {clip(repr(seed))}")
     return seed
 
 
@@ -93,7 +93,7 @@ def check_device(device: Any, name: str) -> str:
         LatentEBMError: anything else.
     """
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-        raise LatentEBMError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise LatentEBMError(f"{name} must be auto, cpu, cuda or cuda:N, got {clip(repr(device))}")
     return device
 
 
@@ -115,14 +115,19 @@ def validate(
     for name, choices in _CHOICES.items():
         if flat[name] not in choices:
             raise LatentEBMError(
-                f"config field '{name}' must be one of {', '.join(choices)}, got {flat[name]!r}"
+                f"config field '{name}' must be one of {', '.join(choices)}, "
+                f"got {clip(repr(flat[name]))}"
             )
     for name in _POSITIVE:
         if not (flat[name] > 0 and math.isfinite(flat[name])):
-            raise LatentEBMError(f"config field '{name}' must be positive, got {flat[name]!r}")
+            raise LatentEBMError(
+                f"config field '{name}' must be positive, got {clip(repr(flat[name]))}"
+            )
     for name in _NON_NEGATIVE:
         if flat[name] < 0:
-            raise LatentEBMError(f"config field '{name}' must be >= 0, got {flat[name]!r}")
+            raise LatentEBMError(
+                f"config field '{name}' must be >= 0, got {clip(repr(flat[name]))}"
+            )
     check_seed(cfg.train.seed, "config field 'train.seed'")
     check_device(cfg.train.device, "config field 'train.device'")
     if cfg.data.size is not None and cfg.data.size < 1:
@@ -132,7 +137,7 @@ def validate(
     if not 0 <= cfg.prior.refit_holdout < 1:
         raise LatentEBMError(
             "config field 'prior.refit_holdout' is the fraction of the refit rows held out and "
-            f"must lie in [0, 1) (0: no stopping rule), got {cfg.prior.refit_holdout!r}"
+            f"must lie in [0, 1) (0: no stopping rule), got {clip(repr(cfg.prior.refit_holdout))}"
         )
     for name in ("refit_samples", "refit_noise") if cfg.prior.refit_steps else ():
         rows = getattr(cfg.prior, name)

@@ -37,6 +37,7 @@ from latent_ebm.model import LatentEBM
 from latent_ebm.priors import stage_of
 from latent_ebm.rundir import (
     check_creatable,
+    check_writable_file,
     clean_temporaries,
     load_data,
     load_run,
@@ -301,6 +302,8 @@ def sample_run(
     prefix = Path(out) if out is not None else run_dir / "samples" / f"{method}{suffix}"
     if out is not None:
         check_creatable(prefix.parent, "--out")
+        for suffix in (".png", ".npz"):  # e.g. a folder there: refused before the work
+            check_writable_file(prefix.with_suffix(suffix), "--out")
     cfg, model, _ = load_run(run_dir, checkpoint=checkpoint)
     clean_temporaries(run_dir)  # the files of killed writers: plots, evaluations, samples
     remove_abandoned_temporaries(prefix.parent)  # and those of a sample into --out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from latent_ebm.rundir import (
     check_creatable,
     check_not_foreign,
     load_run,
+    read_report,
     report_path,
     write_report,
 )
@@ -119,11 +121,16 @@ def _evaluate(
     progress: bool,
 ) -> dict[str, Any]:
     """``evaluate_run`` of a column (:func:`~latent_ebm.experiments.columns.column`) unless
-    ``eval/<key>.json`` already answers the same request."""
+    ``eval/<key>.json`` already answers the same request (a damaged one is evaluated again,
+    with a warning)."""
     metric = column(key).metric
     path = report_path(run_dir, key)
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = read_report(path)
+        except LatentEBMError as e:
+            warnings.warn(f"{e}: evaluating {key} again", stacklevel=2)
+            old = {}
         if old.get("request") == request and old.get("iteration") == iteration:
             echo(f"{tag}: {key} = {format_cell(key, old)} (evaluated earlier)")
             return old
