@@ -37,16 +37,31 @@ def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw.decode("utf-8"))
+            row = parse_json(raw)
         except UnicodeDecodeError:
             raise LatentEBMError(f"{path} line {i} is not UTF-8 text: {_CORRUPT}") from None
-        except json.JSONDecodeError:
-            raise LatentEBMError(f"{path} line {i} is not JSON: {_CORRUPT}") from None
+        except ValueError as e:
+            raise LatentEBMError(f"{path} line {i} is not JSON ({e}): {_CORRUPT}") from None
         wrong = _line_problem(row)
         if wrong is not None:
             raise LatentEBMError(f"{path} line {i} {wrong}: {_CORRUPT}")
         rows.append(row)
     return rows, bool(tail.strip())
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of UTF-8 bytes read from a run's file, or a ``ValueError`` that says
+    why there is none, whatever the bytes: not UTF-8 (``UnicodeDecodeError``), not JSON,
+    nested too deeply for the parser, or a number too long for Python's integers."""
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(e.msg) from None
+    except ValueError:  # e.g. an integer of more than 4300 digits
+        raise ValueError("a number too long") from None
 
 
 _FIX = "move it away to start the log afresh (the checkpoint does not need it)"
@@ -207,7 +222,7 @@ def kept_parts(
     done: dict[str, Any] = {}
     if path.exists():
         try:
-            kept = json.loads(path.read_text())
+            kept = parse_json(path.read_bytes())
             done = dict(kept["done"]) if kept["settings"] == settings else {}
         except (OSError, ValueError, KeyError, TypeError):
             warnings.warn(f"{path} is unreadable; computing its parts again", stacklevel=2)
@@ -263,12 +278,12 @@ def read_report(path: Path) -> dict[str, Any]:
         LatentEBMError: the file cannot be read, is not UTF-8 JSON, or is not a report.
     """
     try:
-        report = json.loads(path.read_bytes().decode("utf-8"))
+        report = parse_json(path.read_bytes())
     except OSError as e:
         raise LatentEBMError(
             f"cannot read the report {path} ({e.strerror or e}); {_REPORT_FIX}"
         ) from None
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+    except ValueError:  # not UTF-8, not JSON, too deep, too long a number: parse_json
         raise LatentEBMError(f"{path} is not a readable JSON report; {_REPORT_FIX}") from None
     if not isinstance(report, dict):
         wrong = f"is a JSON {type(report).__name__}, not an object"
