@@ -235,6 +235,9 @@ _BAD_LINES = {
     "string-value": b'{"iteration": 14, "stage": 1, "time": 1.0, "loss_g": "low"}\n',
     "eval-not-an-object": b'{"iteration": 14, "stage": 1, "time": 1.0, "eval": 3}\n',
     "folder": None,
+    "too-deep": b"[" * 200_000 + b"]" * 200_000 + b"\n",  # beyond the parser's recursion
+    "deep-object": b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\n",
+    "long-number": b'{"iteration": ' + b"9" * 5000 + b', "stage": 1, "time": 1.0}\n',
 }
 
 
@@ -268,8 +271,10 @@ def test_a_damaged_metrics_log_is_one_line(run, tmp_path, capsys, bad, command):
         b'{"metric": "recon", "value": 0.1, "features": 3}',
         b'{"value": 0.1}\xff',
         None,  # a folder
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"metric": "recon", "value": ' + b"9" * 5000 + b"}",
     ],
-    ids=["string", "bool", "list", "settings", "features", "non-utf8", "folder"],
+    ids=["string", "bool", "list", "settings", "features", "non-utf8", "folder", "deep", "long"],
 )
 def test_a_damaged_report_is_one_line_in_compare(run, tmp_path, capsys, report):
     path = run / "eval" / "recon.json"
@@ -497,3 +502,43 @@ def test_a_file_given_as_a_run_is_named_a_file(tmp_path, capsys, args):
     assert_one_line(code, err, f"{afile} is a file")
     assert "does not exist" not in err
     assert afile.read_text() == "not a run\n"
+
+
+# 13. --force deletes only a run directory: a latent-ebm config.yaml and a run's files.
+
+
+def _foreign_folder(folder: Path, config: str) -> dict[str, bytes | None]:
+    (folder / "src").mkdir(parents=True)
+    (folder / CONFIG).write_text(config)
+    (folder / "thesis.tex").write_text("x\n")
+    (folder / "src" / "main.py").write_text("x\n")
+    return _tree(folder)
+
+
+def test_force_deletes_nothing_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    web = tmp_path / "web"
+    before = _foreign_folder(web, "name: my-web-app\n")
+    code, err = train_cli(web, capsys, "--force")
+    assert_one_line(code, err, f"{web / CONFIG} is not a latent-ebm config", "--force will not")
+    assert _tree(web) == before
+
+
+def test_force_deletes_nothing_of_a_run_with_a_foreign_file(tiny_run, tmp_path, capsys):
+    thesis = tmp_path / "thesis"
+    before = _foreign_folder(thesis, (tiny_run / CONFIG).read_text())
+    code, err = train_cli(thesis, capsys, "--force")
+    assert_one_line(code, err, "holds src, which is not a run's file", "or move it")
+    assert _tree(thesis) == before
+
+
+def test_a_run_holds_only_the_names_force_deletes(tiny_run, tmp_path, capsys):
+    """Every file a run, its plots, samples and evaluations write is a run's file: --force
+    starts such a run over."""
+    for args in (["plot", tiny_run], ["sample", tiny_run, "--n", "4"]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+    code, _, err = run_cli(["eval", tiny_run, "--metric", "recon"], capsys)
+    assert code == 0, err
+    assert {p.name for p in tiny_run.iterdir()} <= rundir.RUN_ENTRIES
+    code, err = train_cli(tiny_run, capsys, "--force")
+    assert code == 0, err

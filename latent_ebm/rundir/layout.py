@@ -21,7 +21,15 @@ TENSORBOARD = "tensorboard"
 METRICS = "metrics.jsonl"
 SNAPSHOTS = "snapshots"
 EVAL = "eval"
-
+SAMPLES = "samples"
+# The figures a run directory receives: evaluation/plots.py's plot_run and the monitor's
+# quality curve (monitor.QUALITY).
+FIGURES = ("samples.png", "reconstructions.png", "transition.png", "nce_loss.png", "quality.png")
+# Every name a run writes at its top level (temporaries ``.*.tmp`` and write probes aside):
+# ``--force`` deletes a folder only when it holds nothing else.
+RUN_ENTRIES = frozenset(
+    {CONFIG, CHECKPOINT, BEST, METRICS, SNAPSHOTS, EVAL, SAMPLES, TENSORBOARD, LOCK, *FIGURES}
+)
 
 _PROBE = ".latent-ebm-probe."  # the prefix of the folders that test a folder is writable
 
@@ -34,22 +42,48 @@ def _occupied(path: Path) -> bool:
     )
 
 
+def _foreign_entry(path: Path) -> str | None:
+    """The first name in the folder ``path`` (alphabetically) that no run writes
+    (:data:`RUN_ENTRIES`, temporaries ``.*.tmp``, write probes), or ``None``."""
+    for p in sorted(path.iterdir()):
+        name = p.name
+        ours = name in RUN_ENTRIES or name.startswith(_PROBE)
+        if not ours and not (name.startswith(".") and name.endswith(".tmp")):
+            return name
+    return None
+
+
 def check_not_foreign(path: str | Path, consequence: str) -> None:
-    """Refuse a folder that holds files but no ``config.yaml``: it is not a run directory.
+    """Refuse a folder with something in it that is not a run directory: a run directory
+    holds a ``config.yaml`` that loads as a latent-ebm config and nothing but the names a run
+    writes (:data:`RUN_ENTRIES`, temporaries ``.*.tmp``).
 
     A missing or empty folder, or a run directory, passes. ``consequence`` completes the
     message: what the caller will therefore not do and what the user should do instead, e.g.
     ``"--force will not delete it; choose another --out"``.
 
     Raises:
-        LatentEBMError: ``path`` is not empty and holds no ``config.yaml``.
+        LatentEBMError: ``path`` is not empty and holds no ``config.yaml``, one that is not a
+            latent-ebm config, or an entry no run writes (named).
     """
     path = Path(path)
-    if _occupied(path) and not (path / CONFIG).exists():
+    if not _occupied(path):
+        return
+    if not (path / CONFIG).exists():
         raise LatentEBMError(
             f"{path} is not empty and holds no {CONFIG}: it does not look like a run "
             f"directory, so {consequence}"
         )
+    try:
+        load_config(path / CONFIG)
+    except LatentEBMError:
+        raise LatentEBMError(
+            f"{path / CONFIG} is not a latent-ebm config: {path} does not look like a run "
+            f"directory, so {consequence}"
+        ) from None
+    foreign = _foreign_entry(path)
+    if foreign is not None:
+        raise LatentEBMError(f"{path} holds {foreign}, which is not a run's file, so {consequence}")
 
 
 def check_creatable(path: str | Path, what: str) -> None:
@@ -173,7 +207,7 @@ def check_new_run_dir(out: Path, force: bool) -> Contents:
                 f"run directory {out} already exists; pass --resume to continue it "
                 "or --force to start over"
             )
-        check_not_foreign(out, "--force will not delete it; choose another --out")
+        check_not_foreign(out, "--force will not delete it; choose another --out or move it")
     return _contents(out)
 
 
