@@ -26,9 +26,18 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
 
-__all__ = ["METHODS", "check_sharpen", "sample_latents", "sharpen_suffix", "sir_weights"]
+__all__ = [
+    "METHODS",
+    "MULTINOMIAL_LIMIT",
+    "check_sharpen",
+    "resample",
+    "sample_latents",
+    "sharpen_suffix",
+    "sir_weights",
+]
 
 METHODS = ("langevin", "mala", "sir")
+MULTINOMIAL_LIMIT = 2**24  # torch.multinomial refuses more categories than this
 
 
 def check_sharpen(beta: float) -> None:
@@ -56,6 +65,20 @@ def sir_weights(model: LatentEBM, z: torch.Tensor) -> torch.Tensor:
     """Log importance weights ``log p(z) - log N(z; 0, I)`` of proposals ``z`` ``(M, nz)``."""
     with torch.no_grad():
         return model.prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)
+
+
+def resample(logw: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` indices ``(n,)`` drawn with replacement in proportion to ``exp(logw)`` ``(M,)``
+    (SIR's resampling), seeded by ``generator``: ``torch.multinomial`` up to
+    :data:`MULTINOMIAL_LIMIT` categories, beyond it inverse CDF (``searchsorted`` of uniform
+    draws in the float64 cumulative weights), which has no limit on ``M``: a batch pools
+    its ``m x proposals`` candidates, beyond the limit for large requests."""
+    if len(logw) <= MULTINOMIAL_LIMIT:
+        return torch.multinomial(torch.softmax(logw, 0), n, replacement=True, generator=generator)
+    # float64: a float32 sum of more than 2**24 weights loses the small ones.
+    cdf = torch.softmax(logw.double(), 0).cumsum(0)
+    u = torch.rand(n, dtype=torch.float64, generator=generator, device=logw.device) * cdf[-1]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=len(logw) - 1)
 
 
 def sample_latents(
@@ -101,7 +124,6 @@ def sample_latents(
             candidates = streams.normal(rng.PRIOR_DRAW, model.nz)
             logw = sir_weights(model, candidates)
             g = rng.generator_for(seed, b, rng.PRIOR_NOISE, device=device)
-            pick = torch.multinomial(torch.softmax(logw, 0), m, replacement=True, generator=g)
-            z = candidates[pick]
+            z = candidates[resample(logw, m, g)]
         out.append(z.detach())
     return torch.cat(out)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import latent_ebm.experiments as experiments
 import latent_ebm.experiments.reproduction as rep
@@ -291,3 +292,40 @@ def test_sample_out_onto_a_folder_is_refused_before_sampling(
     code, _, err = run_cli(["sample", run, "--n", "4", "--out", prefix, "--no-progress"], capsys)
     assert_one_line(code, err, f"s{suffix}", "is a folder")
     assert sorted(p.name for p in prefix.parent.iterdir()) == [f"s{suffix}"]
+
+
+def test_sir_resamples_from_more_proposals_than_torch_multinomial_allows():
+    """``torch.multinomial`` refuses more than 2**24 categories; SIR pools a batch's
+    ``--n x --proposals`` (the probe's ``--n 200 --proposals 90000``: 1.8e7), so it draws the
+    index by inverse CDF there, seeded by its generator, in proportion to the weights."""
+    from latent_ebm.sampling import resample
+
+    logw = torch.zeros(2**24 + 1)
+    logw[-1] = 40.0  # every draw of weight e**40 against 2**24 of weight 1
+    logw[7] = 40.0
+    draw = resample(logw, 1000, torch.Generator().manual_seed(0))
+    assert draw.shape == (1000,) and set(draw.tolist()) == {7, 2**24}
+    assert 400 < (draw == 7).sum() < 600
+    assert torch.equal(draw, resample(logw, 1000, torch.Generator().manual_seed(0)))
+
+
+def test_sample_sir_beyond_the_multinomial_limit_writes_its_samples(
+    run, tmp_path, capsys, monkeypatch
+):
+    """The probe's ``sample --method sir --n 200 --proposals 90000`` at a small scale: a
+    ``torch.multinomial`` whose limit is 16 categories, ``--n 8 --proposals 10``."""
+    import latent_ebm.sampling as sampling
+
+    real = torch.multinomial
+
+    def limited(weights, *args, **kwargs):
+        if weights.shape[-1] > 16:
+            raise RuntimeError("number of categories cannot exceed 2^24")
+        return real(weights, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", limited)
+    monkeypatch.setattr(sampling, "MULTINOMIAL_LIMIT", 16, raising=False)
+    args = ["sample", run, "--method", "sir", "--n", "8", "--proposals", "10"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "s", "--no-progress"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "s.npz").is_file()

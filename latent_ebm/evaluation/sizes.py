@@ -67,9 +67,9 @@ def check_sampling(
     }
     if keep_images:  # the decoded floats, their copy and the uint8 images
         parts[f"the images ({rows_name})"] = rows * image * (2 * FLOAT_BYTES + 1)
-    if method == "sir":
+    if method == "sir":  # the candidates, their copies, and the float64 weights and CDF
         parts["the SIR proposals (--proposals, model.nz)"] = (
-            3 * batch * proposals * nz * FLOAT_BYTES
+            batch * proposals * (3 * nz + 5) * FLOAT_BYTES
         )
     check_memory({**parts, **(extra or {})}, str(device), "sampling")
     if not estimate_time or rows * per_chain < 10**7:
