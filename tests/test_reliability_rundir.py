@@ -306,6 +306,13 @@ _BAD_ANY = {
     "model-list": _set("model", []),
     "model-entry-not-a-tensor": lambda s: s["model"].update({next(iter(s["model"])): 1.5}),
     "config-string": _set("config", "digits"),
+    "refit-string": _set("refit", "zzz"),
+    "refit-strings": _set("refit", ["zzz"]),
+    "eval_pending-string": _set("eval_pending", "yes"),
+    "iteration-beyond": _set("iteration", 10**18),
+    "stage-beyond": lambda s: s["model"].update({"prior.stage": torch.tensor(99)}),
+    "stage-negative": lambda s: s["model"].update({"prior.stage": torch.tensor(-3)}),
+    "stage-float": lambda s: s["model"].update({"prior.stage": torch.tensor(1.5)}),
 }
 # ... and what only resume needs.
 _BAD_RESUME = {
@@ -325,8 +332,7 @@ _BAD_RESUME = {
     "elapsed-string": _set("elapsed", "1 s"),
     "no-elapsed": _drop("elapsed"),
     "best-string": _set("best", "fid"),
-    "refit-string": _set("refit", "done"),
-    "iteration-beyond": _set("iteration", 10**9),
+    "stage-off-schedule": lambda s: s["model"].update({"prior.stage": torch.tensor(1)}),
     # well typed, but not fitting the run: other counts or shapes
     "opt_g-no-groups": lambda s: s["opt_g"].update(param_groups=[]),
     "opt_g-state-shape": lambda s: s["opt_g"]["state"][0].update(exp_avg=torch.zeros(2, 2)),

@@ -9,12 +9,13 @@ from typing import Any
 
 import torch
 
-from latent_ebm.config import Config, load_config
+from latent_ebm.config import Config, load_config, num_stages
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.files import WeightsFileError, load_weights, save_atomic
 from latent_ebm.memory import MemoryBank
 from latent_ebm.model import LatentEBM
+from latent_ebm.priors import stage_of
 from latent_ebm.rundir.layout import CHECKPOINT, CONFIG, SNAPSHOTS
 
 
@@ -108,12 +109,45 @@ def load_checkpoint(
         )
     if cfg is not None:
         _check_data_set(state, cfg, path)
-    if resume and cfg is not None and state["iteration"] > cfg.train.iters:
-        raise LatentEBMError(
-            f"checkpoint {path} is at iteration {state['iteration']}, beyond the run's "
-            f"train.iters={cfg.train.iters} ({CONFIG}): it is not this run's checkpoint"
-        )
+        _check_progress(state, cfg, path, resume)
     return state
+
+
+def _check_progress(state: dict[str, Any], cfg: Config, path: Path, resume: bool) -> None:
+    """A checkpoint ``state`` of ``path`` is within the schedule of the run's ``cfg``: its
+    iteration within ``train.iters``, its prior's stage (``model["prior.stage"]``, if the
+    prior has one) within ``0..K`` and, with ``resume``, the stage that training reaches at
+    that iteration (:func:`~latent_ebm.priors.stage_of` of the last iteration done; ``K``
+    once every iteration is done).
+
+    Raises:
+        LatentEBMError: an iteration or stage out of the run's schedule.
+    """
+    it, iters = state["iteration"], cfg.train.iters
+    if it > iters:
+        raise LatentEBMError(
+            f"checkpoint {path} is at iteration {it}, beyond the run's "
+            f"train.iters={iters} ({CONFIG}): it is not this run's checkpoint"
+        )
+    stage = state["model"].get("prior.stage")
+    if stage is None:
+        return
+    k = num_stages(cfg)
+    whole = stage.numel() == 1 and not stage.is_floating_point() and stage.dtype != torch.bool
+    if not whole or not 0 <= int(stage) <= k:
+        found = int(stage) if whole else f"a {stage.dtype} tensor of shape {tuple(stage.shape)}"
+        raise LatentEBMError(
+            f"checkpoint {path} is damaged: its prior's stage (prior.stage) is {found}, not a "
+            f"stage 0..{k} of the run's schedule ({CONFIG}); use another checkpoint or train "
+            "again"
+        )
+    expected = k if it >= iters else stage_of(max(it - 1, 0), iters, k)
+    if resume and int(stage) != expected:
+        raise LatentEBMError(
+            f"checkpoint {path} is damaged: its prior is at stage {int(stage)}, but at "
+            f"iteration {it} of {iters} the run is at stage {expected}; use another "
+            "checkpoint or train again"
+        )
 
 
 def _whole(x: Any) -> bool:
@@ -147,7 +181,7 @@ def _optimizers(x: Any) -> bool:
 def _structure_problem(state: dict[str, Any], cfg: Config | None, resume: bool) -> str | None:
     """What is wrong with the structure of a checkpoint ``state`` (:func:`load_checkpoint`),
     or ``None``."""
-    shape = state.get("shape")
+    shape, refit = state.get("shape"), state.get("refit")
     nz = cfg.model.nz if cfg is not None else None
     # (entry, whether it is as it must be, what it must be), in the order checked
     checks: list[tuple[str, bool, str]] = [
@@ -166,10 +200,16 @@ def _structure_problem(state: dict[str, Any], cfg: Config | None, resume: bool) 
         ),
         ("config", isinstance(state.get("config", {}), dict), "the run's config"),
         ("data", isinstance(state.get("data", {}), dict), "the data set's record"),
+        (
+            "refit",
+            refit is None or (isinstance(refit, list) and all(map(_number, refit))),
+            "none or a list of losses",
+        ),
+        ("eval_pending", isinstance(state.get("eval_pending", False), bool), "true or false"),
     ]
     if resume:
         bank, rng, window = state.get("bank"), state.get("rng"), state.get("window")
-        best, refit = state.get("best"), state.get("refit")
+        best = state.get("best")
         tensors = [bank.get(k) for k in ("bank", "snapshot")] if isinstance(bank, dict) else []
         amortised = cfg is not None and cfg.train.post_init == "amortised"
         checks += [
@@ -216,11 +256,6 @@ def _structure_problem(state: dict[str, Any], cfg: Config | None, resume: bool) 
                     and _whole(best.get("iteration"))
                 ),
                 "none or {'fid', 'iteration'}",
-            ),
-            (
-                "refit",
-                refit is None or (isinstance(refit, list) and all(map(_number, refit))),
-                "none or a list of losses",
             ),
         ]
     for key, ok, expected in checks:
