@@ -40,10 +40,15 @@ EXIT_INTERRUPTED = 130
 
 def _check_config_file(path: Path) -> None:
     """``--config`` names a readable text file (read up to the size limit of a config file,
-    :data:`latent_ebm.config.MAX_CONFIG_BYTES`; a larger one is resolve_config's message)."""
+    :data:`latent_ebm.config.MAX_CONFIG_BYTES`; a larger one is resolve_config's message).
+    A named pipe, a device or a socket is not opened here: resolve_config reads a pipe once
+    (``--config <(...)``) and refuses the others."""
     from latent_ebm.config import MAX_CONFIG_BYTES
+    from latent_ebm.files import special_kind
 
     try:
+        if special_kind(path.stat().st_mode):
+            return  # a pipe is read once, a device or socket refused: resolve_config
         with path.open("rb") as f:  # never whole: /dev/zero or a huge file ends at the limit
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) <= MAX_CONFIG_BYTES:

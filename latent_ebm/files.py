@@ -20,11 +20,14 @@ import numpy as np
 import torch
 
 __all__ = [
+    "NotRegularFileError",
     "UnsafeFileError",
     "WeightsFileError",
     "load_weights",
+    "open_regular",
     "remove_abandoned_temporaries",
     "save_atomic",
+    "special_kind",
     "write_atomic",
 ]
 
@@ -159,6 +162,54 @@ _NUMPY_GLOBALS: list[Any] = [
 ]
 
 
+class NotRegularFileError(OSError):
+    """A path that is a named pipe (FIFO), a device or a socket (:attr:`kind`, e.g. ``"a
+    device"``), where a file is expected."""
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a file")
+        self.kind = kind
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is when it is neither a regular file nor a folder
+    (``"a named pipe (FIFO)"``, ``"a device"``, ``"a socket"``), else ``None``."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def open_regular(path: str | Path, fifo: bool = False) -> IO[bytes]:
+    """``path`` opened for reading in binary, refused before anything is read when it is not
+    a regular file: opened without blocking, so a named pipe with no writer does not hang.
+
+    ``fifo``: a named pipe is returned too, still non-blocking (the caller waits for data).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        NotRegularFileError: ``path`` is a device, a socket, or (without ``fifo``) a named
+            pipe; its message says which.
+        OSError: it cannot be opened (permissions, an I/O error).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    f = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    kind = special_kind(mode)
+    if stat.S_ISDIR(mode) or (kind is not None and not (fifo and stat.S_ISFIFO(mode))):
+        f.close()
+        if kind is None:
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        raise NotRegularFileError(path, kind)
+    if kind is None:
+        os.set_blocking(fd, True)
+    return f
+
+
 def load_weights(path: str | Path) -> Any:
     """``torch.load`` of ``path`` onto the CPU with ``weights_only=True``: tensors, numbers,
     strings and containers of them (and plain numpy arrays, which earlier checkpoints held);
@@ -168,17 +219,20 @@ def load_weights(path: str | Path) -> Any:
         FileNotFoundError: no file at ``path``.
         UnsafeFileError: the file names any other class or function (e.g. an object whose
             unpickling calls ``os.system``); nothing of it ran.
-        WeightsFileError: any other file it cannot read (a folder, unreadable, empty,
+        WeightsFileError: any other file it cannot read (a folder, a named pipe, a device or
+            a socket, refused before it is opened for reading; unreadable, empty,
             truncated, a pickle of another protocol or program, not a torch file): one line
             that says what is wrong.
     """
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols: its reason is ours
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-                return torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_NUMPY_GLOBALS), open_regular(path) as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
+    except NotRegularFileError as e:  # a FIFO would hang, a device never end
+        reason = f"it is {e.kind}, not a file"
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found:

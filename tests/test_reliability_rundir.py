@@ -7,6 +7,7 @@ are removed."""
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -548,3 +549,52 @@ def test_a_run_holds_only_the_names_force_deletes(tiny_run, tmp_path, capsys):
     assert {p.name for p in tiny_run.iterdir()} <= rundir.RUN_ENTRIES
     code, err = train_cli(tiny_run, capsys, "--force")
     assert code == 0, err
+
+
+# 14. A named pipe, device or socket where a file is expected is refused, never waited on.
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test that blocks for 30 s (before the fix: open() of a pipe without writer)."""
+
+    def hung(signum, frame):
+        raise AssertionError("blocked for 30 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_a_checkpoint_that_is_a_named_pipe_is_refused(run, capsys, no_hang):
+    (run / CHECKPOINT).unlink()
+    os.mkfifo(run / CHECKPOINT)
+    for args in (["eval", run, "--metric", "recon"], ["sample", run, "--n", "4"]):
+        code, _, err = run_cli(args, capsys)  # before the fix: blocked in open() for ever
+        assert_one_line(code, err, str(run / CHECKPOINT), "named pipe (FIFO)")
+
+
+def test_a_config_that_is_a_named_pipe_without_writer_is_refused(tmp_path, capsys, no_hang):
+    fifo = tmp_path / "cfg"
+    os.mkfifo(fifo)
+    code, err = train_cli(tmp_path / "new", capsys, "--config", str(fifo))
+    assert_one_line(code, err, str(fifo), "named pipe (FIFO) that nothing wrote to")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_config_from_a_pipe_is_read_once(tmp_path, capsys):
+    """``--config <(...)``: the shell's pipe with a writer is the config, read once."""
+    read, write = os.pipe()
+    os.write(write, b"train:\n  seed: 7\n")
+    os.close(write)
+    code, err = train_cli(tmp_path / "new", capsys, "--config", f"/dev/fd/{read}")
+    os.close(read)
+    assert code == 0, err
+    assert rundir.read_run_config(tmp_path / "new").train.seed == 7
+
+
+def test_a_config_that_is_a_device_is_refused(tmp_path, capsys):
+    code, err = train_cli(tmp_path / "new", capsys, "--config", "/dev/zero")
+    assert_one_line(code, err, "/dev/zero is a device")

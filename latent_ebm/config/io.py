@@ -10,6 +10,8 @@ quote the input clipped to :data:`QUOTE_LIMIT` characters (:func:`clip`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import select
 import typing
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ import yaml
 
 from latent_ebm.config.schema import Config
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.files import write_atomic
+from latent_ebm.files import NotRegularFileError, open_regular, write_atomic
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -183,6 +185,37 @@ def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
     return cfg
 
 
+PIPE_WAIT = 5.0  # seconds a named pipe (e.g. --config <(...)) may take to start writing
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The bytes of a config file, at most one past :data:`MAX_CONFIG_BYTES` (an endless
+    source ends too). A named pipe is read once, as the shell's ``--config <(...)`` gives
+    one; a device or a socket is refused before it is read.
+
+    Raises:
+        LatentEBMError: a named pipe that brought nothing within :data:`PIPE_WAIT` seconds
+            (no writer).
+        NotRegularFileError: a device or a socket.
+        OSError: missing, a folder, unreadable.
+    """
+    with open_regular(path, fifo=True) as f:
+        if os.get_blocking(f.fileno()):
+            return f.read(MAX_CONFIG_BYTES + 1)
+        # A pipe without a writer reads as empty at once; a writer has PIPE_WAIT to start.
+        raw = b""
+        if select.select([f], [], [], PIPE_WAIT)[0]:
+            os.set_blocking(f.fileno(), True)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if not raw:
+            raise LatentEBMError(
+                f"config file {path} is a named pipe (FIFO) that nothing wrote to within "
+                f"{PIPE_WAIT:g} s; give a YAML file (a pipe must have a writer, as "
+                "--config <(...) has)"
+            )
+        return raw
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The mapping of a YAML config file (``--config``, a run's ``config.yaml``, a preset).
 
@@ -192,8 +225,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             mapping.
     """
     try:
-        with path.open("rb") as f:  # at most one byte past the limit: /dev/zero ends too
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        raw = _read_config_bytes(path)
         if len(raw) > MAX_CONFIG_BYTES:
             raise LatentEBMError(
                 f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes: it is not a "
@@ -204,6 +236,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise LatentEBMError(f"config file {path} does not exist") from None
     except IsADirectoryError:
         raise LatentEBMError(f"config file {path} is a folder, not a YAML file") from None
+    except NotRegularFileError as e:
+        raise LatentEBMError(
+            f"config file {path} is {e.kind}, not a file; give a YAML file"
+        ) from None
     except UnicodeDecodeError:
         raise LatentEBMError(f"config file {path} is not a text (YAML) file") from None
     except OSError as e:
