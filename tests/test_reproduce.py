@@ -238,7 +238,7 @@ def test_stages_table_and_rerun(tmp_path, capsys, monkeypatch):
     lines.clear()
     with pytest.raises(rep.LatentEBMError, match=r"another config \(sample\.grid is 9 there"):
         reproduce("compare", out, **tiny)  # without the setting of the runs
-    lines.clear()
+    assert lines == []  # refused before any output (issue 30)
     reproduce("compare", out, overrides=["sample.grid=9"], **tiny)
     reused = [line.split(":")[0] for line in lines if "not retrained" in line]
     assert reused == ["[1/5] gaussian", "[2/5] nce", "[3/5] adaptive K=4"]

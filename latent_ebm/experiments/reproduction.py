@@ -82,18 +82,24 @@ def config_difference(old: Config, new: Config) -> str | None:
     return None
 
 
+def _check_same_config(run: PlannedRun, run_dir: Path) -> None:
+    """Refuse a run directory ``run_dir`` whose run was made with another config than
+    ``run``'s (nothing there to reuse or resume)."""
+    diff = config_difference(load_config(run_dir / CONFIG), run.cfg)
+    if diff is not None:
+        raise LatentEBMError(
+            f"{run_dir} holds a run with another config ({diff}); choose another --out "
+            "or delete that run directory"
+        )
+
+
 def _train(
     run: PlannedRun, run_dir: Path, tag: str, progress: bool, echo: Callable[[str], None]
 ) -> dict:
     """Train, resume or skip the run in ``run_dir``; return its final checkpoint."""
     iters = run.cfg.train.iters
     if (run_dir / CONFIG).exists():
-        diff = config_difference(load_config(run_dir / CONFIG), run.cfg)
-        if diff is not None:
-            raise LatentEBMError(
-                f"{run_dir} holds a run with another config ({diff}); choose another --out "
-                "or delete that run directory"
-            )
+        _check_same_config(run, run_dir)
         state = load_run(run_dir)[2] if (run_dir / CHECKPOINT).exists() else {}
         done = state.get("iteration", 0)
         refit_pending = bool(run.cfg.prior.refit_steps) and state.get("refit") is None
@@ -220,6 +226,9 @@ def reproduce(
     if betas:
         command += " --sharpen " + " ".join(f"{b:g}" for b in betas)
 
+    for run in runs:  # a conflicting earlier run stops the call before any output
+        if (out / "runs" / run.name / CONFIG).exists():
+            _check_same_config(run, out / "runs" / run.name)
     cfg = runs[0].cfg
     echo(
         f"{experiment}: {len(runs)} models of {cfg.train.iters} iterations on {dataset} "
