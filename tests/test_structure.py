@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "priors": 2,
     "amortiser": 2,
+    "smc": 2,
     "config": 3,
     "model": 4,
     "sampling": 5,
