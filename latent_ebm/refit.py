@@ -24,7 +24,6 @@ from latent_ebm.data import Dataset, to_float
 from latent_ebm.errors import ChainDivergedError, LatentEBMError
 from latent_ebm.langevin import Cause, Setting, finite_at, remedy
 from latent_ebm.model import LatentEBM
-from latent_ebm.posterior import chain_causes, setting
 from latent_ebm.priors.base import Refit
 
 __all__ = ["aggregate_posterior", "own_chain", "refit_prior", "refit_rows", "refit_settings"]
@@ -143,7 +142,17 @@ def refit_prior(
         x = to_float(images[:100]).to(model.device)
         g = rng.generator_for(settings.seed, rng.REFIT, _INIT)
         z0 = torch.randn(len(x), model.nz, generator=g).to(model.device)
-        fix = remedy(z0, chain_causes(model, cfg, x), setting(cfg, "train.post_step_size"))
+        causes = [
+            Cause(
+                "the generator's log-likelihood",
+                lambda z: model.log_likelihood(x, z),
+                Setting("train.lr", cfg.train.lr),
+            ),
+            Cause(
+                "the prior's log-density", model.prior.log_prob, Setting("prior.lr", cfg.prior.lr)
+            ),
+        ]
+        fix = remedy(z0, causes, Setting("train.post_step_size", cfg.train.post_step_size))
         raise ChainDivergedError(f"the refit's posterior samples: {e}; {fix}", e.rows) from None
     prior = Cause(
         "the refitted prior's log-density",
