@@ -92,11 +92,6 @@ def load_checkpoint(
         ) from None
     except WeightsFileError as e:  # refused (UnsafeFileError) or unreadable: one line
         raise LatentEBMError(f"checkpoint {e}") from None
-    except Exception as e:  # a truncated or foreign file fails in many ways inside torch
-        detail = one_line(e)[:300]
-        raise LatentEBMError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}: {detail})"
-        ) from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise LatentEBMError(f"checkpoint {path} is not a latent-ebm checkpoint")
     if isinstance(state.get("rng"), dict):

@@ -129,18 +129,20 @@ def check_writable_file(path: str | Path, what: str) -> None:
     check_creatable(path.parent, f"{what} {path}: its folder")
 
 
-def write_text_file(path: str | Path, text: str) -> Path:
+def write_text_file(path: str | Path, text: str, hint: str = "") -> Path:
     """Write ``text`` to ``path`` atomically (:func:`latent_ebm.files.write_atomic`): a failed
     write (a full disk, a path made a folder meanwhile) leaves no empty or partial file and
     the earlier file, if any, as it was. Returns ``path``.
 
     Raises:
-        LatentEBMError: the write failed (one line naming the path and the reason).
+        LatentEBMError: the write failed (one line naming the path and the reason, then
+            ``hint``, what to do, if given).
     """
     try:
         write_atomic(path, lambda f: f.write(text.encode()))
     except OSError as e:
-        raise LatentEBMError(f"could not write {path} ({e.strerror or e})") from None
+        end = f"; {hint}" if hint else ""
+        raise LatentEBMError(f"could not write {path} ({e.strerror or e}){end}") from None
     return Path(path)
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.files import write_atomic
-from latent_ebm.rundir.layout import EVAL, METRICS, clean_temporaries
+from latent_ebm.rundir.layout import EVAL, METRICS, clean_temporaries, write_text_file
 
 
 def _metrics_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
@@ -130,7 +129,7 @@ def truncate_metrics(run_dir: Path, iteration: int) -> None:
     if os.path.lexists(path):
         rows, _ = _metrics_lines(path)
         text = "".join(json.dumps(m) + "\n" for m in rows if m["iteration"] <= iteration)
-        _write_text(path, text, "free disk space and resume again")
+        write_text_file(path, text, "free disk space and resume again")
 
 
 def open_metrics_log(run_dir: Path | None) -> int:
@@ -250,19 +249,7 @@ def _write_json(path: Path, obj: Any, hint: str, indent: int | None = None) -> N
     Raises:
         LatentEBMError: the write failed (e.g. a full disk), ending with ``hint``.
     """
-    _write_text(path, json.dumps(obj, indent=indent) + "\n", hint)
-
-
-def _write_text(path: Path, text: str, hint: str) -> None:
-    """Write ``text`` to ``path``, atomically.
-
-    Raises:
-        LatentEBMError: the write failed (e.g. a full disk), ending with ``hint``.
-    """
-    try:
-        write_atomic(path, lambda f: f.write(text.encode()))
-    except OSError as e:
-        raise LatentEBMError(f"could not write {path} ({e.strerror or e}); {hint}") from None
+    write_text_file(path, json.dumps(obj, indent=indent) + "\n", hint)
 
 
 def report_path(run_dir: str | Path, metric: str) -> Path:
