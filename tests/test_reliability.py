@@ -1,4 +1,4 @@
-"""Bad input and hostile files (README "Errors", "Run directory"): a checkpoint never runs
+"""Bad input and hostile files (docs/errors.md, "Run directory"): a checkpoint never runs
 code, a non-finite model is never saved, a half-written metrics line does not block a run, a
 full disk leaves no half-written file, a run directory has one writer, and every bad value is
 one line before any work."""

@@ -1,4 +1,4 @@
-"""Signals and divergence (README "Errors"): SIGINT or SIGTERM stops every long phase with
+"""Signals and divergence (docs/errors.md): SIGINT or SIGTERM stops every long phase with
 one line and status 130, after a checkpoint where training state is at stake, and ``--resume``
 finishes the run as if nothing had happened; a diverged run names the setting that caused it,
 and a non-finite training state is neither resumed nor saved."""

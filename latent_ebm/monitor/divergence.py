@@ -1,4 +1,4 @@
-"""Divergence checks of a training state (README "Errors"): a NaN or an Inf in a loss, a
+"""Divergence checks of a training state (docs/errors.md): a NaN or an Inf in a loss, a
 parameter, the memory bank or an optimiser's state stops the run before anything is saved,
 naming the setting that drives it; a checkpoint holding one is not resumed.
 
