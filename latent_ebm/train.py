@@ -309,7 +309,7 @@ def _train_locked(
                     "shape": data.shape,
                     "model": model.state_dict(),
                 }
-                rundir.save_snapshot(out, keep, last_saved)
+                rundir.save_snapshot(out, keep, last_saved, cfg)
             if signum:
                 distributed.barrier()  # the checkpoint exists before any process exits
                 cut = " during its evaluation" if pending else ""

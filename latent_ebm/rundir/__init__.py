@@ -23,7 +23,7 @@ A run directory ``DIR`` holds
 The training loop writes a run through this module and evaluation reads it through this
 module (:func:`load_run`, :func:`load_data`), so reading a finished run never enters the loop.
 
-Guarantees (README "Run directory, checkpoints and resume"): every file is written to a
+Guarantees (docs/guide.md "Run directory, checkpoints and resume"): every file is written to a
 temporary file and renamed (a metrics line is one ``os.write`` appended to the log), so a crash
 or a full disk leaves the previous version, never a half-written file; checkpoints and
 snapshots are loaded with ``weights_only=True`` and never run code; a checkpoint with a NaN or

@@ -3,13 +3,12 @@ code (the room :mod:`latent_ebm.rundir`)."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latent_ebm.config import Config, load_config, num_stages
+from latent_ebm.config import Config, num_stages
 from latent_ebm.data import DATASETS
 from latent_ebm.errors import LatentEBMError, one_line
 from latent_ebm.files import WeightsFileError, load_weights, save_atomic
@@ -374,17 +373,16 @@ def restore_training(
     torch.set_rng_state(state["rng"]["torch"])
 
 
-def save_snapshot(run_dir: Path, state: dict[str, Any], last_good: int) -> Path:
-    """Keep the model state ``state`` of iteration ``state["iteration"]`` in ``snapshots/``.
+def save_snapshot(run_dir: Path, state: dict[str, Any], last_good: int, cfg: Config) -> Path:
+    """Keep the model state ``state`` of iteration ``state["iteration"]`` in ``snapshots/``,
+    with the data set of the run's ``cfg`` (:func:`data_record`).
 
     ``last_good`` is the iteration of the last checkpoint, named if the write fails
     (:func:`save_checkpoint`). Returns the snapshot's path.
     """
     (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
     path = run_dir / SNAPSHOTS / f"model-{state['iteration']:07d}.pt"
-    with contextlib.suppress(LatentEBMError):  # the run's config.yaml: the data set trained on
-        state = {**state, "data": data_record(load_config(run_dir / CONFIG))}
-    save_checkpoint(path, state, last_good)
+    save_checkpoint(path, {**state, "data": data_record(cfg)}, last_good)
     return path
 
 
