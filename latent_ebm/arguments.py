@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--method",
         default="langevin",
-        help="langevin (prior chain), mala (Metropolis-adjusted chain: exact) or sir",
+        help="langevin (prior chain), mala (Metropolis-adjusted chain: exact), sir, or smc "
+        "(sequential Monte Carlo along the prior's stages; --steps: its gradient evaluations "
+        "per sample)",
     )
     s.add_argument("--steps", type=int, help="prior-chain steps (default: the run's sample.steps)")
     s.add_argument("--step-size", type=float, help="prior-chain step size (sample.step_size)")
@@ -148,17 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )
 
-    e = sub.add_parser("eval", help="evaluate a trained run: recon, fid or anomaly")
+    e = sub.add_parser("eval", help="evaluate a trained run: recon, fid, anomaly, prior-nll or nll")
     e.add_argument("run", type=Path, help="run directory")
-    e.add_argument("--metric", required=True, help="recon | fid | anomaly")
+    e.add_argument(
+        "--metric",
+        required=True,
+        help="recon | fid | anomaly | prior-nll (the test aggregate posterior's cross-entropy "
+        "under every stage of the normalised prior) | nll (-log p(x) of the test split)",
+    )
     e.add_argument("--n", type=int, default=50_000, help="fid: generated images (50,000)")
-    e.add_argument("--features", default="classifier", help="fid: classifier | inception")
+    e.add_argument(
+        "--features",
+        default="classifier",
+        help="fid: classifier | classifier2 (a second, independently trained network) | inception",
+    )
     e.add_argument("--weights", type=Path, help="fid: FID Inception weights file (.pth)")
     e.add_argument(
         "--method",
         default="langevin",
-        help="fid: langevin, mala or sir prior samples, or aggregate: the generator at samples "
-        "of the aggregate posterior (the ceiling of the run's prior samples)",
+        help="fid: langevin, mala, sir or smc prior samples, or aggregate: the generator at "
+        "samples of the aggregate posterior (the ceiling of the run's prior samples)",
     )
     e.add_argument("--proposals", type=int, default=10, help="fid with sir: proposals (M)")
     e.add_argument(
@@ -178,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
         "train.warm_steps; report <metric>-amortised.json)",
     )
     e.add_argument("--last", type=int, default=10, help="anomaly: evaluations to average")
+    e.add_argument("--particles", type=int, default=2000, help="prior-nll, nll: SMC particles")
+    e.add_argument(
+        "--repeats", type=int, default=4, help="prior-nll, nll: SMC runs (standard error)"
+    )
+    e.add_argument(
+        "--temperatures", type=int, default=10, help="prior-nll, nll: SMC path steps per stage"
+    )
+    e.add_argument("--moves", type=int, default=5, help="prior-nll, nll: MALA moves per step")
+    e.add_argument(
+        "--chains", type=int, default=8, help="nll: posterior chains per image (the proposal)"
+    )
+    e.add_argument("--samples", type=int, default=1000, help="nll: importance samples per image")
     e.add_argument("--holdout", type=int, metavar="C", help="anomaly: check the held-out class")
     e.add_argument("--seed", type=int, default=0, help="random seed")
     e.add_argument("--batch-size", type=int, default=500, help="images per batch")

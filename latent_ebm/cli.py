@@ -149,6 +149,11 @@ def _print_report(r: dict) -> None:
     from latent_ebm.rundir import report_path
 
     extra = f" +- {r['std']:.4f} over {len(r['values'])} evaluations" if "std" in r else ""
+    extra += f" +- {r['se']:.4f} (SE) {r['unit']}" if "se" in r else ""
+    if "bits_per_dim" in r:
+        extra += f", {r['bits_per_dim']:.4f} bits/dim"
+    if "stages" in r:
+        extra += ", by stage " + ", ".join(f"{s['nll']:.3f}" for s in r["stages"])
     feats = f", {r['features']['name']} features" if "features" in r else ""
     print(
         f"{r['metric']} = {r['value']:.4f}{extra} ({r['split']}{feats}, {r['wall_time_s']} s)"

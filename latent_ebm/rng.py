@@ -20,12 +20,14 @@ __all__ = [
     "AMORTISED_INIT",
     "BATCH_ORDER",
     "EVAL_SUBSET",
+    "IMPORTANCE",
     "MEMORY_INIT",
     "POSTERIOR_INIT",
     "POSTERIOR_NOISE",
     "PRIOR_DRAW",
     "PRIOR_NOISE",
     "REFIT",
+    "SMC",
     "Streams",
     "batch_indices",
     "generator_for",
@@ -41,6 +43,8 @@ MEMORY_INIT = 5
 EVAL_SUBSET = 6  # the test images of the in-training evaluations
 REFIT = 7  # the post-hoc refit of the prior (keys: seed, REFIT, part)
 AMORTISED_INIT = 8  # the standard-normal draw of the amortised posterior start
+SMC = 9  # a prior's normalising constants by SMC (keys: seed, SMC, repeat)
+IMPORTANCE = 10  # the importance samples of log p(x) (keys: seed, IMPORTANCE)
 
 
 def generator_for(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

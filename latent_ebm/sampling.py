@@ -6,6 +6,10 @@
   (:func:`latent_ebm.langevin.mala`; ``steps`` proposals, each chain's step size adapted in
   the first half from ``step_size``): its samples follow the learned prior itself, not a
   short chain's approximation of it, so its FID measures the prior's density.
+- ``smc``: sequential Monte Carlo along the prior's stages (:func:`smc_samples`,
+  :mod:`latent_ebm.smc`): particles from ``N(0, I)`` weighted by each ratio in turn (in
+  tempered steps), resampled, and moved by MALA on each intermediate density; ``steps`` is
+  its budget in gradient evaluations per sample, as for the chains.
 - ``sir``: sampling-importance-resampling: ``M`` proposals from ``N(0, I)``, importance
   weights ``p(z) / N(z; 0, I)`` (``exp(sum_k f_k(z))`` for the multi-stage prior), then ``n``
   draws with replacement in proportion to the weights.
@@ -25,18 +29,23 @@ from latent_ebm import rng
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
+from latent_ebm.priors import Prior
+from latent_ebm.smc import Path, smc_log_normalisers, stages, systematic_resample, tempered
 
 __all__ = [
     "METHODS",
     "MULTINOMIAL_LIMIT",
     "check_sharpen",
+    "prior_path",
     "resample",
     "sample_latents",
     "sharpen_suffix",
     "sir_weights",
+    "smc_samples",
+    "smc_schedule",
 ]
 
-METHODS = ("langevin", "mala", "sir")
+METHODS = ("langevin", "mala", "sir", "smc")
 MULTINOMIAL_LIMIT = 2**24  # torch.multinomial refuses more categories than this
 
 
@@ -81,6 +90,63 @@ def resample(logw: torch.Tensor, n: int, generator: torch.Generator) -> torch.Te
     return torch.searchsorted(cdf, u, right=True).clamp_(max=len(logw) - 1)
 
 
+def prior_path(prior: Prior, temperatures: int) -> tuple[Path, int]:
+    """The SMC path of ``prior`` from ``N(0, I)`` (:mod:`latent_ebm.smc`) and its number of
+    stages ``K``: its ratios' stages (:meth:`~latent_ebm.priors.Prior.stage_log_ratios`),
+    ``temperatures`` path steps each, or, for a prior that is not a product of ratios
+    (``lebm``), one stage annealed in ``beta`` over ``temperatures`` equal steps. Stage
+    ``k``'s density is the path's step ``k * temperatures``."""
+    ratios = prior.stage_log_ratios()
+    if ratios is not None:
+        return stages(ratios, temperatures), len(ratios)
+
+    def relative(z: torch.Tensor) -> torch.Tensor:  # log p(z) - log N(z; 0, I), + const
+        return prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)
+
+    betas = [j / temperatures for j in range(temperatures + 1)]
+    return tempered(relative, betas), 1
+
+
+def smc_schedule(num_stages: int, steps: int) -> tuple[int, int]:
+    """``(temperatures, moves)`` of the SMC sampler at a budget of ``steps`` gradient
+    evaluations per sample. Each path step's MALA run of ``moves`` proposals costs
+    ``moves + 1`` (its start's gradient too), so ``temperatures * K * (moves + 1) <= steps``
+    where the budget allows: 5 moves per path step, as many tempered steps per stage as that
+    pays for; at least 1 of each."""
+    k = max(num_stages, 1)
+    temperatures = max(1, steps // (6 * k))
+    moves = max(1, steps // (temperatures * k) - 1)
+    return temperatures, moves
+
+
+def smc_samples(
+    prior: Prior, n: int, steps: int, step_size: float, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``n`` samples ``(n, nz)`` of ``prior`` by SMC along :func:`prior_path` at a budget of
+    ``steps`` gradient evaluations each (:func:`smc_schedule`; the weights' ratio evaluations
+    come on top), the final weighted particles resampled to equal weights (systematic).
+
+    Returns:
+        The samples, and what they cost and how good their weights were: ``ess`` (the
+        effective sample size of the final weights, ``n`` for ``N(0, I)``, whose draws are
+        exact), ``temperatures``, ``moves`` and ``gradient_evaluations`` per sample.
+    """
+    _, k = prior_path(prior, 1)
+    if k == 0:
+        z = torch.randn((n, prior.nz), generator=generator, device=generator.device)
+        return z, {"ess": float(n), "temperatures": 0, "moves": 0, "gradient_evaluations": 0}
+    temperatures, moves = smc_schedule(k, steps)
+    path, _ = prior_path(prior, temperatures)
+    out = smc_log_normalisers(
+        path, prior.nz, n, generator=generator, moves=moves, step_size=step_size
+    )
+    ess = float(1 / out.weights.pow(2).sum())
+    z = out.particles[systematic_resample(out.weights.log(), generator)]
+    cost = temperatures * k * (moves + 1)
+    info = {"ess": ess, "temperatures": temperatures, "moves": moves}
+    return z, {**info, "gradient_evaluations": cost}
+
+
 def sample_latents(
     model: LatentEBM,
     n: int,
@@ -92,6 +158,7 @@ def sample_latents(
     seed: int = 0,
     batch_size: int = 500,
     progress: bool = False,
+    diagnostics: list[dict[str, float]] | None = None,
 ) -> torch.Tensor:
     """``n`` latent samples ``(n, nz)`` of the learned prior, made in batches; images are
     ``model.decode(z)``.
@@ -99,7 +166,11 @@ def sample_latents(
     Arguments:
         method: ``"langevin"`` (prior chain of ``steps`` steps of ``step_size``), ``"mala"``
             (``steps`` Metropolis-adjusted proposals, initial step ``step_size``) or ``"sir"``
-            (``proposals`` Gaussian proposals per sample, resampled by importance weight).
+            (``proposals`` Gaussian proposals per sample, resampled by importance weight)
+            or ``"smc"`` (:func:`smc_samples` at a budget of ``steps`` gradient evaluations
+            per sample, first step size ``step_size``; each batch is one particle system).
+        diagnostics: with ``smc``, each batch's :func:`smc_samples` information is
+            appended to it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r} (choose from {METHODS})")
@@ -119,6 +190,11 @@ def sample_latents(
             if model.prior.needs_chain:
                 g = rng.generator_for(seed, b, rng.PRIOR_NOISE, device=device)
                 z, _ = mala(z, model.prior.log_prob, steps, step_size, generator=g)
+        elif method == "smc":
+            g = rng.generator_for(seed, b, rng.PRIOR_NOISE, device=device)
+            z, info = smc_samples(model.prior, m, steps, step_size, g)
+            if diagnostics is not None:
+                diagnostics.append(info)
         else:
             streams = rng.Streams(seed, b, m * proposals, slice(None), device)
             candidates = streams.normal(rng.PRIOR_DRAW, model.nz)

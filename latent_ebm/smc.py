@@ -37,7 +37,16 @@ import torch
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 
-__all__ = ["Path", "SMCResult", "smc_log_normalisers", "smc_log_z", "stages", "tempered"]
+__all__ = [
+    "Path",
+    "SMCResult",
+    "SMCSettings",
+    "smc_log_normalisers",
+    "smc_log_z",
+    "stages",
+    "systematic_resample",
+    "tempered",
+]
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,10 +67,31 @@ def _running_sum(parts: Sequence[LogDensity]) -> LogDensity:
     return lambda z: torch.stack([f(z) for f in parts]).sum(0)
 
 
-def stages(log_ratios: Sequence[LogDensity]) -> Path:
-    """The path of a product of ratios: increment ``f_k``, target ``sum_{i<=k} f_i``."""
+def stages(log_ratios: Sequence[LogDensity], temperatures: int = 1) -> Path:
+    """The path of a product of ratios: stage ``k`` adds ``f_k`` in ``temperatures`` equal
+    steps, ``T``; step ``j`` of stage ``k`` has increment ``f_k / T`` and target
+    ``sum_{i<k} f_i + (j / T) f_k``. Step ``k T`` is ``p_k`` itself, so the path's ``log Z``
+    at steps ``T, 2T, ..., KT`` are the stages' (with ``T = 1``: increment ``f_k``, target
+    ``sum_{i<=k} f_i``).
+
+    Raises:
+        LatentEBMError: ``temperatures`` below 1.
+    """
+    if isinstance(temperatures, bool) or not isinstance(temperatures, int) or temperatures < 1:
+        raise LatentEBMError(
+            f"the temperatures per stage must be a whole number >= 1, got {temperatures!r}"
+        )
     ratios = list(log_ratios)
-    return Path(ratios, [_running_sum(ratios[: k + 1]) for k in range(len(ratios))])
+    if temperatures == 1:
+        return Path(ratios, [_running_sum(ratios[: k + 1]) for k in range(len(ratios))])
+    increments: list[LogDensity] = []
+    targets: list[LogDensity] = []
+    for k, f in enumerate(ratios):
+        before = _running_sum(ratios[:k]) if k else (lambda z: z.new_zeros(len(z)))
+        for j in range(1, temperatures + 1):
+            increments.append(lambda z, f=f: f(z) / temperatures)
+            targets.append(lambda z, b=before, f=f, t=j / temperatures: b(z) + t * f(z))
+    return Path(increments, targets)
 
 
 def tempered(f: LogDensity, betas: Sequence[float]) -> Path:
@@ -82,6 +112,40 @@ def tempered(f: LogDensity, betas: Sequence[float]) -> Path:
     increments = [(lambda z, d=hi - lo: d * f(z)) for lo, hi in pairwise(b)]
     targets = [(lambda z, t=t: t * f(z)) for t in b[1:]]
     return Path(increments, targets)
+
+
+@dataclass(frozen=True)
+class SMCSettings:
+    """How a prior's normalising constants are estimated (``eval --metric prior-nll`` and
+    ``nll``; ``--particles``, ``--repeats``, ``--temperatures``, ``--moves``).
+
+    Arguments:
+        particles: ``N`` of each run.
+        repeats: independent runs, for the standard error (at least 2).
+        temperatures: path steps per stage (:func:`stages`; the whole path of a prior
+            annealed in ``beta``).
+        moves: MALA steps per path step.
+        step_size: the first MALA step size (adapted between path steps).
+    """
+
+    particles: int = 2000
+    repeats: int = 4
+    temperatures: int = 10
+    moves: int = 5
+    step_size: float = 0.1
+
+    def check(self) -> None:
+        """Raise ``LatentEBMError`` naming the option that is out of range."""
+        for name, value, low in (
+            ("--particles", self.particles, 2),
+            ("--repeats", self.repeats, 2),
+            ("--temperatures", self.temperatures, 1),
+            ("--moves", self.moves, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise LatentEBMError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise LatentEBMError(f"the SMC step size must be positive, got {self.step_size}")
 
 
 @dataclass(frozen=True)
@@ -107,9 +171,10 @@ class SMCResult:
     weights: torch.Tensor
 
 
-def _systematic(log_w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Indices ``(N,)`` of systematic resampling: one uniform ``u``, positions ``(u + n) / N``
-    on the cumulative normalised weights."""
+def systematic_resample(log_w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Indices ``(N,)`` of systematic resampling of ``N`` particles of log-weights ``log_w``
+    ``(N,)``: one uniform ``u``, positions ``(u + n) / N`` on the cumulative normalised
+    weights."""
     n = len(log_w)
     cdf = torch.softmax(log_w, 0).cumsum(0)
     u = torch.rand((), generator=generator, dtype=cdf.dtype, device=cdf.device)
@@ -189,7 +254,7 @@ def smc_log_normalisers(
         # Resample when the weights have degenerated.
         resample = ess[-1] < ess_threshold * particles
         if resample:
-            z = z[_systematic(log_w, generator)]
+            z = z[systematic_resample(log_w, generator)]
             log_w = torch.zeros_like(log_w)
         resampled.append(resample)
         # Move: MALA on p_k(z) ∝ N(z; 0, I) exp(sum_{i<=k} f_i(z)).

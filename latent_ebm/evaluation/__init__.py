@@ -23,20 +23,18 @@ reports:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from latent_ebm.config import Config, check_device, check_seed
-from latent_ebm.data import Dataset
+from latent_ebm.config import check_device
 from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError
+from latent_ebm.evaluation.classifier import FEATURES
+from latent_ebm.evaluation.likelihood import nll_report, prior_nll_report
 from latent_ebm.evaluation.metrics import (
     anomaly_auprc,
     anomaly_scores,
@@ -49,14 +47,14 @@ from latent_ebm.evaluation.metrics import (
     reconstruct,
 )
 from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
+from latent_ebm.evaluation.request import FID_METHODS, Request, check_options
 from latent_ebm.evaluation.sizes import check_request, check_sampling
-from latent_ebm.model import LatentEBM
-from latent_ebm.posterior import STARTS
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, kept_parts, load_data, load_run, snapshots, write_report
-from latent_ebm.sampling import METHODS, check_sharpen, sharpen_suffix
+from latent_ebm.sampling import check_sharpen, sharpen_suffix
+from latent_ebm.smc import SMCSettings
 
-FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
+LIKELIHOODS = ("prior-nll", "nll")  # the metrics of evaluation.likelihood
 
 __all__ = [
     "FID_METHODS",
@@ -78,44 +76,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class _Request:
-    """A loaded run and the settings of :func:`evaluate_run`: what a report function reads."""
-
-    run_dir: Path
-    cfg: Config
-    model: LatentEBM
-    data: Dataset
-    device: torch.device
-    steps: int | None
-    step_size: float | None
-    start: str
-    seed: int
-    n: int
-    features: str
-    weights: str | Path | None
-    method: str
-    proposals: int
-    last: int
-    holdout: int | None
-    batch_size: int
-    progress: bool
-
-    def chain(self, steps: int, step_size: float) -> dict[str, Any]:
-        """The chain's ``steps`` and ``step_size``: the request's, else the given defaults."""
-        return {
-            "steps": steps if self.steps is None else self.steps,
-            "step_size": step_size if self.step_size is None else self.step_size,
-        }
-
-    def posterior_chain(self) -> dict[str, Any]:
-        """The posterior chain and its start: by default the run's chain from that start
-        (``noise``: ``train.post_steps``; ``amortised``: ``train.warm_steps``)."""
-        t = self.cfg.train
-        return {**self.chain(t.chain_steps(self.start), t.post_step_size), "start": self.start}
-
-
-def _recon_report(r: _Request) -> dict[str, Any]:
+def _recon_report(r: Request) -> dict[str, Any]:
     """Test reconstruction MSE (:func:`recon_mse`) at posterior samples."""
     post = r.posterior_chain()
     value = recon_mse(
@@ -129,16 +90,18 @@ def _recon_report(r: _Request) -> dict[str, Any]:
     }
 
 
-def _fid_report(r: _Request) -> dict[str, Any]:
+def _fid_report(r: Request) -> dict[str, Any]:
     """FID (:func:`fid`) of ``n`` prior samples against the training split.
 
     The prior chain defaults to the run's test-time one (``sample.steps``, ``step_size``).
     """
-    from latent_ebm.evaluation.classifier import classifier_features
+    from latent_ebm.evaluation.classifier import NETWORKS, classifier_features
     from latent_ebm.evaluation.features import inception_features
 
-    if r.features == "classifier":
-        extractor = classifier_features(r.data, device=r.device, progress=r.progress)
+    if r.features in NETWORKS:
+        extractor = classifier_features(
+            r.data, device=r.device, progress=r.progress, network=r.features
+        )
     elif r.features == "inception":
         if r.weights is None:
             raise LatentEBMError(
@@ -146,10 +109,11 @@ def _fid_report(r: _Request) -> dict[str, Any]:
             )
         extractor = inception_features(r.weights, device=r.device)
     else:
-        raise LatentEBMError(f"unknown features '{r.features}' (choose classifier or inception)")
+        raise LatentEBMError(f"unknown features '{r.features}' (choose {', '.join(FEATURES)})")
     if r.method == "aggregate":
         return _fid_aggregate_report(r, extractor)
     prior_chain = r.chain(r.cfg.sample.steps, r.cfg.sample.step_size)
+    diagnostics: list[dict[str, float]] = []
     value = fid(
         r.model,
         r.data.train_x,
@@ -160,11 +124,15 @@ def _fid_report(r: _Request) -> dict[str, Any]:
         progress=r.progress,
         method=r.method,
         proposals=r.proposals,
+        diagnostics=diagnostics,
         **prior_chain,
     )
     settings = {"n": r.n, "method": r.method, "seed": r.seed, **prior_chain}
     if r.method == "sir":
         settings["proposals"] = r.proposals
+    if r.method == "smc":  # the batches' particle systems: budget and final weights
+        settings["gradient_evaluations"] = diagnostics[0]["gradient_evaluations"]
+        settings["ess_fraction"] = sum(d["ess"] for d in diagnostics) / r.n
     return {
         "value": value,
         "split": "train (reference statistics)",
@@ -173,7 +141,7 @@ def _fid_report(r: _Request) -> dict[str, Any]:
     }
 
 
-def _fid_aggregate_report(r: _Request, extractor: Any) -> dict[str, Any]:
+def _fid_aggregate_report(r: Request, extractor: Any) -> dict[str, Any]:
     """FID of ``g(z)`` at ``n`` samples of the aggregate posterior of the training images,
     each from the run's own posterior chain (from ``N(0, I)``, or from the amortiser for a run
     trained with ``train.post_init=amortised``): the FID of a prior that matched the aggregate
@@ -200,7 +168,7 @@ def _fid_aggregate_report(r: _Request, extractor: Any) -> dict[str, Any]:
     }
 
 
-def _anomaly_report(r: _Request) -> dict[str, Any]:
+def _anomaly_report(r: Request) -> dict[str, Any]:
     """AUPRC (:func:`anomaly_auprc`) of the held-out class, over the last ``last`` snapshots
     (the checkpoint when the run kept none): mean, std and each value."""
     cfg = r.cfg
@@ -238,50 +206,13 @@ def _anomaly_report(r: _Request) -> dict[str, Any]:
 
 
 # One report function per metric: its value, split and settings for eval/<metric>.json.
-METRICS: dict[str, Callable[[_Request], dict[str, Any]]] = {
+METRICS: dict[str, Callable[[Request], dict[str, Any]]] = {
     "recon": _recon_report,
     "fid": _fid_report,
     "anomaly": _anomaly_report,
+    "prior-nll": prior_nll_report,
+    "nll": nll_report,
 }
-
-
-def _check_options(
-    metric: str,
-    steps: int | None,
-    step_size: float | None,
-    start: str,
-    seed: int,
-    n: int,
-    features: str,
-    method: str,
-    proposals: int,
-    last: int,
-) -> None:
-    """The checks of :func:`evaluate_run`'s settings, before any work (the defaults pass)."""
-    check_seed(seed, "--seed")
-    if start not in STARTS:
-        raise LatentEBMError(f"unknown --start '{start}' (choose from {', '.join(STARTS)})")
-    if start != "noise" and metric == "fid":
-        raise LatentEBMError("--start applies to the posterior chains of recon and anomaly")
-    if steps is not None and steps < 0:
-        raise LatentEBMError(f"--steps must be >= 0, got {steps}")
-    if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
-        raise LatentEBMError(f"--step-size must be positive, got {step_size}")
-    if metric == "fid":
-        if n < 2:
-            raise LatentEBMError(f"--n must be at least 2 for fid (a covariance), got {n}")
-        if features not in ("classifier", "inception"):
-            raise LatentEBMError(
-                f"unknown --features '{features}' (choose classifier or inception)"
-            )
-        if method not in FID_METHODS:
-            raise LatentEBMError(
-                f"unknown --method '{method}' (choose from {', '.join(FID_METHODS)})"
-            )
-    if proposals < 1:
-        raise LatentEBMError(f"--proposals must be at least 1, got {proposals}")
-    if last < 1:
-        raise LatentEBMError(f"--last must be at least 1, got {last}")
 
 
 def evaluate_run(
@@ -305,6 +236,12 @@ def evaluate_run(
     name: str | None = None,
     checkpoint: str = "last",
     sharpen: float = 1.0,
+    particles: int = 2000,
+    repeats: int = 4,
+    temperatures: int = 10,
+    moves: int = 5,
+    chains: int = 8,
+    samples: int = 1000,
 ) -> dict[str, Any]:
     """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
     (``name`` defaults to the metric; e.g. ``fid500`` keeps a 500-step FID beside ``fid``).
@@ -320,8 +257,12 @@ def evaluate_run(
     ``proposals`` apply to ``fid``, ``last`` and ``holdout`` (a check of the run's held-out
     class) to ``anomaly``. ``sharpen`` (``fid`` of prior samples only; beyond the paper)
     scores the prior :meth:`~latent_ebm.priors.Prior.sharpened` by that factor; the report
-    records it, and its name defaults to ``fid-sharpen<beta>``. Returns the report: metric,
-    run, iteration, value, split, settings (and features for ``fid``), wall time.
+    records it, and its name defaults to ``fid-sharpen<beta>``. ``prior-nll`` and ``nll``
+    (:mod:`~latent_ebm.evaluation.likelihood`) normalise the prior by SMC: ``particles``,
+    ``repeats``, ``temperatures`` per stage and ``moves`` (:class:`~latent_ebm.smc.
+    SMCSettings`); ``nll`` fits its proposals to ``chains`` posterior chains per image and
+    draws ``samples`` of them. Returns the report: metric, run, iteration, value, split,
+    settings (and features for ``fid``), wall time.
 
     Every argument is checked before any work (each message names the command-line option);
     the run is read by :func:`latent_ebm.rundir.load_run` (its ``config.yaml`` validated, the
@@ -336,7 +277,11 @@ def evaluate_run(
     """
     if metric not in METRICS:
         raise LatentEBMError(f"unknown metric '{metric}' (choose from {', '.join(METRICS)})")
-    _check_options(metric, steps, step_size, start, seed, n, features, method, proposals, last)
+    smc = SMCSettings(particles, repeats, temperatures, moves)
+    check_options(
+        metric, steps, step_size, start, seed, n, features, method, proposals, last, smc, chains,
+        samples,
+    )  # fmt: skip
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LatentEBMError(f"--batch-size must be at least 1, got {batch_size!r}")
     check_device(device, "--device")
@@ -344,8 +289,10 @@ def evaluate_run(
     if metric == "anomaly" and checkpoint != "last":
         raise LatentEBMError("--checkpoint applies to recon and fid; anomaly reads the snapshots")
     check_sharpen(sharpen)
-    if sharpen != 1 and (metric != "fid" or method == "aggregate"):
-        raise LatentEBMError("--sharpen applies to --metric fid of langevin, mala or sir samples")
+    if sharpen != 1 and (metric not in ("fid", *LIKELIHOODS) or method == "aggregate"):
+        raise LatentEBMError(
+            "--sharpen applies to --metric fid of prior samples, prior-nll and nll"
+        )
     run_dir = Path(run_dir)
     dev = resolve_device(device, "--device")
     t0 = time.perf_counter()
@@ -358,8 +305,8 @@ def evaluate_run(
             "train.post_init=amortised"
         )
     data = load_data(cfg)
-    # _Request's fields follow this function's arguments, in order.
-    request = _Request(
+    # Request's fields follow this function's arguments, in order.
+    request = Request(
         run_dir,
         cfg,
         model,
@@ -378,6 +325,9 @@ def evaluate_run(
         holdout,
         batch_size,
         progress,
+        smc,
+        chains,
+        samples,
     )
     check_request(request, metric)  # sizes, before the work
     report: dict[str, Any] = {

@@ -128,6 +128,14 @@ class Prior(nn.Module):
         """``(B, nz)`` -> ``(B,)``: log density of the prior learned so far, up to a constant."""
         raise NotImplementedError
 
+    def stage_log_ratios(self) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
+        """The log-ratios ``f_1..f_n``, in stage order, whose product with ``N(0, I)`` is this
+        prior (``[]`` for ``N(0, I)`` itself): the path along which its normalising constant
+        is estimated (:mod:`latent_ebm.smc`). ``None`` (the default) where the prior is not
+        such a product: its constant is then annealed along ``exp(beta f)``, ``f`` being
+        :meth:`log_prob` relative to ``N(0, I)``."""
+        return None
+
     def inference_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """The prior that the training-time posterior chains sample under (default: current)."""
         return self.log_prob(z)

@@ -87,6 +87,10 @@ class RatioPrior(Prior):
         """``sum_{i<n} f_i(z) - ||z||^2 / 2``, ``(B, nz)`` -> ``(B,)``."""
         return self.log_prob_of_first(self.ratios_in_prior, z)
 
+    def stage_log_ratios(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The ratios in the prior, ``f_1..f_n`` (:meth:`Prior.stage_log_ratios`)."""
+        return list(self.ratios[: self.ratios_in_prior])
+
     def log_prob_of_first(self, n: int, z: torch.Tensor) -> torch.Tensor:
         """``sum_{i<n} f_i(z) - ||z||^2 / 2`` for any ``n`` (``p_n`` of the stage schedule)."""
         out = gaussian_log_prob(z)
