@@ -55,7 +55,7 @@ from latent_ebm.evaluation import fid, fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.figures import draw_stage_curves, points_of
-from latent_ebm.experiments.stats import CRITERION, Summary, beats, summarize
+from latent_ebm.experiments.stats import CRITERION, beats, paired, summarize
 from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
 from latent_ebm.refit import refit_rows, refit_settings
@@ -130,14 +130,6 @@ def stage_figure(
     return draw_stage_curves(panels, title, path)
 
 
-def paired(a: list[float], b: list[float]) -> tuple[Summary, str]:
-    """The per-run differences ``a - b`` (lower is better) and the verdict of "a beats b" by
-    :func:`~latent_ebm.experiments.stats.beats` of those differences against zero: holds when
-    their mean is below ``-2 se``, fails above ``2 se``, else not resolved."""
-    s = summarize([x - y for x, y in zip(a, b, strict=True)])
-    return s, beats(s, Summary(0.0, 0.0, s.n))
-
-
 def prior_path(out: Path, run: str, label: str) -> Path:
     """Where the refitted prior of ``label`` on ``run`` is kept (its state dict)."""
     return out / "priors" / Path(run).name / (label.replace("/", "_") + ".pt")
@@ -189,11 +181,13 @@ def _key(steps: int, cfg: Any) -> str:
 
 def scoring_context(cfg: Any) -> dict[str, Any]:
     """What every FID of the runs of one data set shares: the training images (``train_x``),
-    the classifier features (``ext``) and their reference statistics (``ref``)."""
+    the classifier features (``ext``) and their reference statistics (``ref``); and the test
+    images (``test_x``)."""
     data = load_data(cfg)
     ext = classifier_features(data, progress=True)
     return {
         "train_x": data.train_x,
+        "test_x": data.test_x,
         "ext": ext,
         "ref": reference_stats(data.train_x, ext, 500, True),
     }

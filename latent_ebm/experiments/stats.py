@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CRITERION", "Summary", "beats", "no_worse", "summarize", "within"]
+__all__ = ["CRITERION", "Summary", "beats", "no_worse", "paired", "summarize", "within"]
 
 HOLDS, FAILS, OPEN = "holds", "fails", "not resolved"
 
@@ -83,3 +83,11 @@ def within(ratios: Sequence[float], bound: float = 1.10) -> tuple[Summary, str]:
     if s.mean + 2 * s.se <= bound:
         return s, HOLDS
     return s, FAILS if s.mean - 2 * s.se > bound else OPEN
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> tuple[Summary, str]:
+    """The per-seed (or per-run) differences ``a - b``, paired, and the verdict of "``a`` is
+    lower than ``b``": :func:`beats` of those differences against zero, so it holds when their
+    mean is below ``-2 se``, fails above ``2 se``, else is not resolved."""
+    s = summarize([x - y for x, y in zip(a, b, strict=True)])
+    return s, beats(s, Summary(0.0, 0.0, s.n))
