@@ -10,7 +10,7 @@ library's own commands, each report kept in the run's ``eval/``:
   ``p_0 .. p_K`` of the normalised prior, and every stage's ``log Z_k``;
 - with ``--fid-n N``: the FID of the run's 100-step prior chain and of the SMC sampler at the
   same budget of gradient evaluations, each in both classifier feature spaces
-  (``classifier``, ``classifier2``).
+  (``classifier``, ``classifier2``), and of MALA at that budget (``classifier``).
 
     python benchmarks/likelihood.py /work/runs/lik/digits --seeds 0 1 2 3 4 \\
         --fid-n 5000 --out benchmarks/seeds/likelihood-digits
@@ -44,6 +44,7 @@ BASELINES = ("nce", "tre-K4", "lebm", "gaussian")
 FIDS = {  # report name -> evaluate_run settings
     "fid": {"metric": "fid", "method": "langevin", "features": "classifier"},
     "fid-smc": {"metric": "fid", "method": "smc", "features": "classifier"},
+    "fid-mala": {"metric": "fid", "method": "mala", "features": "classifier"},
     "fid-c2": {"metric": "fid", "method": "langevin", "features": "classifier2"},
     "fid-smc-c2": {"metric": "fid", "method": "smc", "features": "classifier2"},
 }
@@ -54,6 +55,7 @@ COLUMNS = {  # column -> (report, field, heading)
     "log_z": ("prior-nll", "log_z", "log Z_K"),
     "fid": ("fid", "value", "FID, 100-step chain (↓)"),
     "fid-smc": ("fid-smc", "value", "FID, SMC at equal cost (↓)"),
+    "fid-mala": ("fid-mala", "value", "FID, MALA at equal cost (↓)"),
     "fid-c2": ("fid-c2", "value", "FID classifier2, chain (↓)"),
     "fid-smc-c2": ("fid-smc-c2", "value", "FID classifier2, SMC (↓)"),
 }
@@ -141,12 +143,17 @@ def table(results: dict[str, dict[int, dict[str, Any]]], title: str, command: st
             lines.append(f"| {FLAGSHIP} lower {what} than {base} | {_cell(d)} | {verdict} |")
     for m in models:
         seeds = sorted(results[m])
-        for feats in ("", "-c2"):
-            a = [value(results[m][s], f"fid-smc{feats}") for s in seeds]
-            b = [value(results[m][s], f"fid{feats}") for s in seeds]
+        for other, what in (
+            ("fid", "100-step chain"),
+            ("fid-c2", "chain (c2)"),
+            ("fid-mala", "MALA"),
+        ):
+            smc = "fid-smc-c2" if other == "fid-c2" else "fid-smc"
+            a = [value(results[m][s], smc) for s in seeds]
+            b = [value(results[m][s], other) for s in seeds]
             d, verdict = _paired(a, b)
             if d is not None:
-                claim = f"{m}: SMC FID{feats} below its 100-step chain's"
+                claim = f"{m}: SMC's FID below its {what}'s at equal cost"
                 lines.append(f"| {claim} | {_cell(d)} | {verdict} |")
     lines += ["", "### Every stage, within each prior (own posterior samples)", ""]
     lines += [

@@ -29,11 +29,11 @@ from typing import Any
 from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.likelihood import prior_nll, prior_normalisers
 from latent_ebm.evaluation.metrics import posterior_samples
+from latent_ebm.evaluation.request import SMCSettings
 from latent_ebm.experiments.stats import CRITERION, paired, summarize
 from latent_ebm.priors.gaussian import GaussianPrior
 from latent_ebm.rundir import load_run
 from latent_ebm.rundir.layout import write_text_file
-from latent_ebm.smc import SMCSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from priors_on_generator import load_kept, read_results, scoring_context, script_command

@@ -164,7 +164,8 @@ def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple
     t = time.time()
     refit = refit_settings(cfg)
     losses = model.prior.refit(z_q, refit, progress=True) if model.prior.refits else []
-    info = {"refit_losses": losses, "refit_s": round(time.time() - t, 1)}
+    finite = [x if math.isfinite(x) else None for x in losses]  # no update ran: NaN
+    info = {"refit_losses": finite, "refit_s": round(time.time() - t, 1)}
     fits = getattr(model.prior, "last_refit", [])
     if any(fit.held is not None for fit in fits):  # the held-out stopping rule ran
         info |= {"refit_updates": [f.updates for f in fits], "refit_held": [f.held for f in fits]}

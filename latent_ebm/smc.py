@@ -40,7 +40,7 @@ from latent_ebm.langevin import mala
 __all__ = [
     "Path",
     "SMCResult",
-    "SMCSettings",
+    "smc_adaptive",
     "smc_log_normalisers",
     "smc_log_z",
     "stages",
@@ -115,40 +115,6 @@ def tempered(f: LogDensity, betas: Sequence[float]) -> Path:
 
 
 @dataclass(frozen=True)
-class SMCSettings:
-    """How a prior's normalising constants are estimated (``eval --metric prior-nll`` and
-    ``nll``; ``--particles``, ``--repeats``, ``--temperatures``, ``--moves``).
-
-    Arguments:
-        particles: ``N`` of each run.
-        repeats: independent runs, for the standard error (at least 2).
-        temperatures: path steps per stage (:func:`stages`; the whole path of a prior
-            annealed in ``beta``).
-        moves: MALA steps per path step.
-        step_size: the first MALA step size (adapted between path steps).
-    """
-
-    particles: int = 2000
-    repeats: int = 4
-    temperatures: int = 10
-    moves: int = 5
-    step_size: float = 0.1
-
-    def check(self) -> None:
-        """Raise ``LatentEBMError`` naming the option that is out of range."""
-        for name, value, low in (
-            ("--particles", self.particles, 2),
-            ("--repeats", self.repeats, 2),
-            ("--temperatures", self.temperatures, 1),
-            ("--moves", self.moves, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise LatentEBMError(f"{name} must be a whole number >= {low}, got {value!r}")
-        if not (self.step_size > 0 and math.isfinite(self.step_size)):
-            raise LatentEBMError(f"the SMC step size must be positive, got {self.step_size}")
-
-
-@dataclass(frozen=True)
 class SMCResult:
     """What one SMC run returns; ``K`` stages, ``N`` particles, ``D = nz``.
 
@@ -161,6 +127,7 @@ class SMCResult:
             no move was made, and at stage 0).
         particles: ``(N, D)``, the final particles (detached).
         weights: ``(N,)`` float64, their normalised weights (summing to 1).
+        steps: ``(K + 1,)``, the tempering steps of each stage (:func:`smc_adaptive`).
     """
 
     log_z: torch.Tensor
@@ -169,6 +136,7 @@ class SMCResult:
     acceptance: torch.Tensor
     particles: torch.Tensor
     weights: torch.Tensor
+    steps: torch.Tensor | None = None
 
 
 def systematic_resample(log_w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -192,6 +160,52 @@ def _check(nz: int, particles: int, moves: int, step_size: float, ess_threshold:
         raise LatentEBMError(f"SMC step size {step_size} must be a positive number; pass e.g. 0.1")
     if not 0.0 <= ess_threshold <= 1.0:
         raise LatentEBMError(f"SMC ESS threshold {ess_threshold} must lie in [0, 1]; pass e.g. 0.5")
+
+
+def _finite(values: torch.Tensor, particles: int, nz: int, k: int) -> torch.Tensor:
+    """A stage's log-ratio values ``(N,)`` in float64, or a one-line error."""
+    inc = values.detach().to(torch.float64)
+    if inc.shape != (particles,) or torch.isnan(inc).any() or (inc == math.inf).any():
+        raise LatentEBMError(
+            f"SMC stage {k}'s log-ratio gave shape {tuple(inc.shape)} with NaN or +inf "
+            f"values; it must map (N, {nz}) to finite (N,) log-ratios"
+        )
+    return inc
+
+
+class _Mover:
+    """One SMC step: weight by the increment, resample when the ESS falls below the threshold,
+    then ``moves`` MALA steps on the new target (step size adapted between steps)."""
+
+    def __init__(self, moves: int, step_size: float, threshold: float, g: torch.Generator) -> None:
+        self.moves, self.s, self.threshold, self.g = moves, step_size, threshold, g
+
+    def __call__(
+        self, z: torch.Tensor, log_w: torch.Tensor, inc: torch.Tensor, target: LogDensity
+    ) -> tuple[torch.Tensor, torch.Tensor, float, float, bool, float]:
+        """``(z, log_w, log Z increment, ESS, resampled, acceptance)`` after the step."""
+        # log Z_k - log Z_{k-1} = log sum_n W_n exp(f_k(z_n)). With the weights kept
+        # unnormalised, it is lse(log w + f) - lse(log w): exactly 0 when f is 0.
+        before = torch.logsumexp(log_w, 0)
+        log_w = log_w + inc
+        after = torch.logsumexp(log_w, 0)
+        ess = torch.exp(2 * after - torch.logsumexp(2 * log_w, 0)).item()
+        resample = ess < self.threshold * len(z)
+        if resample:
+            z = z[systematic_resample(log_w, self.g)]
+            log_w = torch.zeros_like(log_w)
+        rate = math.nan
+        if self.moves:  # MALA on p(z) ∝ N(z; 0, I) exp(target(z))
+            z, rate = mala(
+                z,
+                lambda x: target(x) - 0.5 * x.pow(2).sum(-1),
+                self.moves,
+                self.s,
+                generator=self.g,
+                adapt=0,
+            )
+            self.s *= math.exp(rate - 0.574)
+        return z, log_w, (after - before).item(), ess, resample, rate
 
 
 def smc_log_normalisers(
@@ -235,42 +249,15 @@ def smc_log_normalisers(
     z = torch.randn((particles, nz), generator=generator, dtype=dtype, device=device)
     log_w = torch.zeros(particles, dtype=torch.float64, device=device)  # unnormalised
     log_z, ess, resampled, acceptance = [0.0], [float(particles)], [False], [math.nan]
-    s = float(step_size)
+    step = _Mover(moves, float(step_size), ess_threshold, generator)
     for k, (f, target) in enumerate(zip(path.increments, path.targets, strict=True), 1):
-        # Weight: log Z_k - log Z_{k-1} = log sum_n W_n exp(f_k(z_n)). With the weights kept
-        # unnormalised, it is lse(log w + f) - lse(log w): exactly 0 when f is 0.
         with torch.no_grad():
-            inc = f(z).detach().to(torch.float64)
-        if inc.shape != (particles,) or torch.isnan(inc).any() or (inc == math.inf).any():
-            raise LatentEBMError(
-                f"SMC stage {k}'s log-ratio gave shape {tuple(inc.shape)} with NaN or +inf "
-                f"values; it must map (N, {nz}) to finite (N,) log-ratios"
-            )
-        before = torch.logsumexp(log_w, 0)
-        log_w = log_w + inc
-        after = torch.logsumexp(log_w, 0)
-        log_z.append(log_z[-1] + (after - before).item())
-        ess.append(torch.exp(2 * after - torch.logsumexp(2 * log_w, 0)).item())
-        # Resample when the weights have degenerated.
-        resample = ess[-1] < ess_threshold * particles
-        if resample:
-            z = z[systematic_resample(log_w, generator)]
-            log_w = torch.zeros_like(log_w)
+            inc = _finite(f(z), particles, nz, k)
+        z, log_w, d_log_z, ess_k, resample, rate = step(z, log_w, inc, target)
+        log_z.append(log_z[-1] + d_log_z)
+        ess.append(ess_k)
         resampled.append(resample)
-        # Move: MALA on p_k(z) ∝ N(z; 0, I) exp(sum_{i<=k} f_i(z)).
-        if moves:
-            z, rate = mala(
-                z,
-                lambda x, t=target: t(x) - 0.5 * x.pow(2).sum(-1),
-                moves,
-                s,
-                generator=generator,
-                adapt=0,
-            )
-            s *= math.exp(rate - 0.574)
-            acceptance.append(rate)
-        else:
-            acceptance.append(math.nan)
+        acceptance.append(rate)
     return SMCResult(
         log_z=torch.tensor(log_z, dtype=torch.float64),
         ess=torch.tensor(ess, dtype=torch.float64),
@@ -310,3 +297,90 @@ def smc_log_z(
         ]
     )
     return runs.mean(0), runs.std(0) / math.sqrt(repeats)
+
+
+def smc_adaptive(
+    log_ratios: Sequence[LogDensity],
+    nz: int,
+    particles: int,
+    *,
+    generator: torch.Generator,
+    min_steps: int = 10,
+    conditional_ess: float = 0.5,
+    max_steps: int = 2000,
+    moves: int = 5,
+    step_size: float = 0.1,
+    ess_threshold: float = 0.5,
+) -> SMCResult:
+    """:func:`smc_log_normalisers` along the stages of ``log_ratios`` with adaptive tempering
+    (Jasra et al. 2011): within stage ``k`` the target is ``sum_{i<k} f_i + beta f_k``, and
+    each step raises ``beta`` by the largest amount (at most ``1 / min_steps``) that keeps the
+    conditional ESS of the step's weights, ``(sum_n W_n e^{d f_n})^2 / sum_n W_n e^{2 d f_n}``,
+    at or above ``conditional_ess``; found by bisection. A sharp ratio then gets as many steps
+    as it needs, a flat one ``min_steps``.
+
+    Returns:
+        An :class:`SMCResult` by stage (``K + 1`` entries): ``log_z``, the smallest ESS within
+        each stage, whether it resampled at all, the mean acceptance; and ``steps``.
+
+    Raises:
+        LatentEBMError: as :func:`smc_log_normalisers`, or a stage needs more than
+            ``max_steps`` steps (the message names it).
+    """
+    _check(nz, particles, moves, step_size, ess_threshold)
+    z = torch.randn((particles, nz), generator=generator, device=generator.device)
+    log_w = torch.zeros(particles, dtype=torch.float64, device=z.device)
+    log_z, ess, resampled, acceptance, steps = [0.0], [float(particles)], [False], [math.nan], [0]
+    step = _Mover(moves, float(step_size), ess_threshold, generator)
+    ratios = list(log_ratios)
+    for k, f in enumerate(ratios, 1):
+        before = _running_sum(ratios[: k - 1]) if k > 1 else (lambda x: x.new_zeros(len(x)))
+        beta, n, stage_log_z, low, rates, any_resample = 0.0, 0, 0.0, math.inf, [], False
+        while beta < 1.0:
+            n += 1
+            if n > max_steps:
+                raise LatentEBMError(
+                    f"SMC stage {k} needed more than {max_steps} tempering steps (beta "
+                    f"reached {beta:.3g}): the ratio is too sharp for {particles} particles; "
+                    "raise --particles"
+                )
+            with torch.no_grad():
+                values = _finite(f(z), particles, nz, k)
+            d = _tempering_step(log_w, values, min(1.0 - beta, 1.0 / min_steps), conditional_ess)
+            beta = 1.0 if d >= 1.0 - beta - 1e-12 else beta + d
+            target = lambda x, b=before, t=beta, f=f: b(x) + t * f(x)  # noqa: E731
+            z, log_w, d_log_z, ess_k, resample, rate = step(z, log_w, d * values, target)
+            stage_log_z += d_log_z
+            low, any_resample = min(low, ess_k), any_resample or resample
+            rates.append(rate)
+        log_z.append(log_z[-1] + stage_log_z)
+        ess.append(low)
+        resampled.append(any_resample)
+        acceptance.append(math.fsum(rates) / len(rates))
+        steps.append(n)
+    return SMCResult(
+        log_z=torch.tensor(log_z, dtype=torch.float64),
+        ess=torch.tensor(ess, dtype=torch.float64),
+        resampled=torch.tensor(resampled),
+        acceptance=torch.tensor(acceptance, dtype=torch.float64),
+        particles=z.detach(),
+        weights=torch.softmax(log_w, 0),
+        steps=torch.tensor(steps),
+    )
+
+
+def _tempering_step(log_w: torch.Tensor, values: torch.Tensor, most: float, target: float) -> float:
+    """The largest ``d <= most`` whose conditional ESS fraction is ``>= target``."""
+    w = torch.softmax(log_w, 0)
+
+    def cess(d: float) -> float:
+        a = torch.log(w) + d * values
+        return torch.exp(2 * torch.logsumexp(a, 0) - torch.logsumexp(a + d * values, 0)).item()
+
+    if cess(most) >= target:
+        return most
+    lo, hi = 0.0, most
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cess(mid) >= target else (lo, mid)
+    return max(lo, most * 1e-9)

@@ -17,12 +17,12 @@ from latent_ebm.evaluation.likelihood import (
     prior_nll,
     prior_normalisers,
 )
+from latent_ebm.evaluation.request import SMCSettings
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
 from latent_ebm.priors.adaptive import AdaptivePrior
 from latent_ebm.priors.gaussian import GaussianPrior
 from latent_ebm.sampling import smc_samples, smc_schedule
-from latent_ebm.smc import SMCSettings
 from tests.conftest import assert_one_line, run_cli
 
 FAST = SMCSettings(particles=2000, repeats=3, temperatures=5, moves=3)

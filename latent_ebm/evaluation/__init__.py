@@ -47,12 +47,11 @@ from latent_ebm.evaluation.metrics import (
     reconstruct,
 )
 from latent_ebm.evaluation.plots import check_checkpoint, run_figures, sample_run, save_grid
-from latent_ebm.evaluation.request import FID_METHODS, Request, check_options
+from latent_ebm.evaluation.request import FID_METHODS, Request, SMCSettings, check_options
 from latent_ebm.evaluation.sizes import check_request, check_sampling
 from latent_ebm.refit import aggregate_posterior, own_chain
 from latent_ebm.rundir import CHECKPOINT, kept_parts, load_data, load_run, snapshots, write_report
 from latent_ebm.sampling import check_sharpen, sharpen_suffix
-from latent_ebm.smc import SMCSettings
 
 LIKELIHOODS = ("prior-nll", "nll")  # the metrics of evaluation.likelihood
 

@@ -24,6 +24,7 @@ bin's centre; no dequantisation noise was trained with).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +34,10 @@ from tqdm.auto import tqdm
 from latent_ebm import rng
 from latent_ebm.data import to_float
 from latent_ebm.evaluation.metrics import posterior_samples
-from latent_ebm.evaluation.request import Request
+from latent_ebm.evaluation.request import Request, SMCSettings
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
-from latent_ebm.sampling import prior_path
-from latent_ebm.smc import SMCSettings, smc_log_normalisers
+from latent_ebm.smc import smc_adaptive
 
 __all__ = [
     "LOG_BIN",
@@ -49,6 +49,7 @@ __all__ = [
     "prior_normalisers",
 ]
 
+_SE = 0.25  # the largest standard error of a converged log Z_k, nats
 LOG_BIN = math.log(127.5)  # -log of one 8-bit bin's width in [-1, 1] pixel units
 
 
@@ -60,21 +61,39 @@ class Normalisers:
     Attributes:
         log_z: ``(K + 1,)``, the mean over the runs (``log Z_0 = 0``).
         se: ``(K + 1,)``, its standard error.
-        ess: ``(K + 1,)``, the smallest effective sample size over each stage's path steps,
-            as a fraction of the particles, averaged over the runs.
+        ess: ``(K + 1,)``, the smallest effective sample size over each stage's tempering
+            steps, as a fraction of the particles, averaged over the runs.
         acceptance: the MALA moves' mean acceptance (NaN without moves).
+        steps: ``(K + 1,)``, each stage's tempering steps, averaged over the runs.
+        drift: ``(K + 1,)``, ``log_z`` minus the estimate at half the tempering steps (the
+            convergence check of :func:`prior_normalisers`).
+        converged: every stage's ``|drift|`` is at most ``0.1 + 3 se`` (``se`` of the
+            difference) and its standard error at most :data:`_SE` nats: more tempering did
+            not move the estimate, and the repeats agree.
     """
 
     log_z: torch.Tensor
     se: torch.Tensor
     ess: torch.Tensor
     acceptance: float
+    steps: torch.Tensor
+    drift: torch.Tensor
+    converged: bool
 
     def describe(self) -> list[dict[str, float]]:
-        """One entry per stage for a report: ``stage``, ``log_z``, ``log_z_se``, ``ess``."""
+        """One entry per stage for a report: ``stage``, ``log_z``, ``log_z_se``, ``ess``,
+        ``steps``, ``drift``."""
+        rows = zip(self.log_z, self.se, self.ess, self.steps, self.drift, strict=True)
         return [
-            {"stage": k, "log_z": float(v), "log_z_se": float(e), "ess": float(f)}
-            for k, (v, e, f) in enumerate(zip(self.log_z, self.se, self.ess, strict=True))
+            {
+                "stage": k,
+                "log_z": float(v),
+                "log_z_se": float(e),
+                "ess": float(f),
+                "steps": float(n),
+                "drift": float(d),
+            }
+            for k, (v, e, f, n, d) in enumerate(rows)
         ]
 
 
@@ -83,38 +102,60 @@ def prior_normalisers(
 ) -> Normalisers:
     """Every stage's ``log Z_k`` of ``prior`` (module docstring), on the prior's device.
 
-    ``settings.temperatures`` path steps per stage, ``settings.moves`` MALA moves on each;
-    repeat ``r`` is seeded by ``(seed, r)``. Exactly 0 for a prior without ratios.
+    Adaptive tempering within each stage (:func:`latent_ebm.smc.smc_adaptive`): at least
+    ``2 * settings.temperatures`` steps, more where a ratio is sharp, ``settings.moves`` MALA
+    moves on each, ``settings.repeats`` runs (run ``r`` seeded by ``(seed, r)``). The same
+    runs at half the steps are the convergence check (:attr:`Normalisers.drift`): ``log Z``
+    is a lower bound in expectation that rises towards the truth as the path gets finer, so a
+    prior whose moves cannot follow its path shows it there. Exactly 0 for a prior without
+    ratios.
     """
     settings.check()
-    path, k = prior_path(prior, settings.temperatures)
-    if k == 0:
+    ratios = prior.stage_log_ratios()
+    if ratios is None:  # one stage: the prior's log-density relative to N(0, I), annealed
+        ratios = [lambda z: prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)]
+    if not ratios:
         zero = torch.zeros(1, dtype=torch.float64)
-        return Normalisers(zero, zero.clone(), torch.ones(1, dtype=torch.float64), math.nan)
+        one = torch.ones(1, dtype=torch.float64)
+        return Normalisers(zero, zero.clone(), one, math.nan, zero.clone(), zero.clone(), True)
     device = next(iter(prior.parameters())).device
-    t = settings.temperatures
-    runs, ess, acceptance = [], [], []
-    for r in tqdm(range(settings.repeats), desc="SMC log Z", disable=not progress):
-        g = rng.generator_for(seed, rng.SMC, r, device=device)
-        out = smc_log_normalisers(
-            path,
-            prior.nz,
-            settings.particles,
-            generator=g,
-            moves=settings.moves,
-            step_size=settings.step_size,
-        )
-        runs.append(out.log_z[::t])  # the stages: path steps 0, T, 2T, ..., KT
-        fraction = out.ess / settings.particles
-        ess.append(torch.cat([fraction[:1], fraction[1:].view(k, t).min(1).values]))
-        acceptance.append(out.acceptance[1:].nanmean())
-    log_z = torch.stack(runs)
+    by_steps = {}
+    bar = tqdm(total=2 * settings.repeats, desc="SMC log Z", disable=not progress)
+    for fine in (False, True):
+        runs = []
+        for r in range(settings.repeats):
+            g = rng.generator_for(seed, rng.SMC, r, int(fine), device=device)
+            runs.append(
+                smc_adaptive(
+                    ratios,
+                    prior.nz,
+                    settings.particles,
+                    generator=g,
+                    min_steps=settings.temperatures * (2 if fine else 1),
+                    moves=settings.moves,
+                    step_size=settings.step_size,
+                )
+            )
+            bar.update()
+        by_steps[fine] = runs
+    bar.close()
+    (coarse, c_se), (log_z, se) = (_mean_se([o.log_z for o in by_steps[f]]) for f in (0, 1))
+    runs = by_steps[True]
+    drift = log_z - coarse
     return Normalisers(
-        log_z.mean(0),
-        log_z.std(0) / math.sqrt(settings.repeats),
-        torch.stack(ess).mean(0),
-        float(torch.stack(acceptance).mean()),
+        log_z,
+        se,
+        torch.stack([o.ess for o in runs]).mean(0) / settings.particles,
+        float(torch.stack([o.acceptance[1:] for o in runs]).nanmean()),
+        torch.stack([o.steps for o in runs]).double().mean(0),
+        drift,
+        bool((drift.abs() <= 0.1 + 3 * (se**2 + c_se**2).sqrt()).all() and (se <= _SE).all()),
     )
+
+
+def _mean_se(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack(values)
+    return x.mean(0), x.std(0) / math.sqrt(len(x))
 
 
 def prior_log_densities(prior: Prior, z: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
@@ -258,9 +299,10 @@ def prior_nll_report(r: Request) -> dict[str, Any]:
         r.model, r.data.test_x, post["steps"], post["step_size"], seed=r.seed,
         start=post["start"], batch_size=r.batch_size, progress=r.progress,
     )  # fmt: skip
-    norm = prior_normalisers(r.model.prior, r.smc, r.seed, r.progress)
+    norm = _normalise(r)
     stages = prior_nll(r.model.prior, z, norm)
     return {
+        "converged": norm.converged,
         "value": stages[-1]["nll"],
         "se": stages[-1]["se"],
         "unit": "nats per latent vector",
@@ -277,7 +319,7 @@ def nll_report(r: Request) -> dict[str, Any]:
     standard error over the images (``log Z_K``'s added in quadrature), in nats per image and
     bits per dimension; the proposals' mean effective sample size."""
     post = r.posterior_chain()
-    norm = prior_normalisers(r.model.prior, r.smc, r.seed, r.progress)
+    norm = _normalise(r)
     values, ess = log_px(
         r.model, r.data.test_x, float(norm.log_z[-1]), chains=r.chains, samples=r.samples,
         steps=post["steps"], step_size=post["step_size"], seed=r.seed, start=post["start"],
@@ -296,6 +338,7 @@ def nll_report(r: Request) -> dict[str, Any]:
         "ess": float(ess.mean()),
         "log_z": float(norm.log_z[-1]),
         "log_z_se": float(norm.se[-1]),
+        "converged": norm.converged,
         "split": "test",
         "n": len(values),
         "settings": {
@@ -312,3 +355,19 @@ def _smc_fields(smc: SMCSettings) -> dict[str, Any]:
         "temperatures": smc.temperatures,
         "moves": smc.moves,
     }
+
+
+def _normalise(r: Request) -> Normalisers:
+    """:func:`prior_normalisers` of the request's prior, with a warning where it did not
+    converge."""
+    norm = prior_normalisers(r.model.prior, r.smc, r.seed, r.progress)
+    if not norm.converged:
+        k = int(norm.drift.abs().argmax())
+        warnings.warn(
+            f"log Z of stage {k} moved by {float(norm.drift[k]):.3g} nats when the tempering "
+            "steps were doubled: the normalising constant has not converged and the likelihoods "
+            "are not reliable (a lower bound on log Z makes the NLL too low); raise "
+            "--temperatures, --moves or --particles",
+            stacklevel=2,
+        )
+    return norm

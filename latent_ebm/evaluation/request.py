@@ -18,11 +18,43 @@ from latent_ebm.evaluation.classifier import FEATURES
 from latent_ebm.model import LatentEBM
 from latent_ebm.posterior import STARTS
 from latent_ebm.sampling import METHODS
-from latent_ebm.smc import SMCSettings
 
-__all__ = ["FID_METHODS", "Request", "check_options"]
+__all__ = ["FID_METHODS", "Request", "SMCSettings", "check_options"]
 
 FID_METHODS = (*METHODS, "aggregate")  # "aggregate": g at the aggregate posterior, a ceiling
+
+
+@dataclass(frozen=True)
+class SMCSettings:
+    """How a prior's normalising constants are estimated (``eval --metric prior-nll`` and
+    ``nll``; ``--particles``, ``--repeats``, ``--temperatures``, ``--moves``).
+
+    Arguments:
+        particles: ``N`` of each run.
+        repeats: independent runs, for the standard error (at least 2).
+        temperatures: path steps per stage (at least; :func:`latent_ebm.smc.smc_adaptive`).
+        moves: MALA steps per path step.
+        step_size: the first MALA step size (adapted between path steps).
+    """
+
+    particles: int = 2000
+    repeats: int = 4
+    temperatures: int = 10
+    moves: int = 5
+    step_size: float = 0.1
+
+    def check(self) -> None:
+        """Raise ``LatentEBMError`` naming the option that is out of range."""
+        for name, value, low in (
+            ("--particles", self.particles, 2),
+            ("--repeats", self.repeats, 2),
+            ("--temperatures", self.temperatures, 1),
+            ("--moves", self.moves, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise LatentEBMError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise LatentEBMError(f"the SMC step size must be positive, got {self.step_size}")
 
 
 @dataclass(frozen=True)
