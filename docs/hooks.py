@@ -289,9 +289,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
     def rewrite(match: re.Match) -> str:
         targets = _targets(match.group(0), _repo_path(src_uri))
-        if not targets or targets[0][1].startswith("../"):
+        if not targets:
             return match.group(0)
         link, target = targets[0]
+        if not target.startswith(DOCS) and not (ROOT / target).is_file():
+            return match.group(0)  # missing: MkDocs reports the link as written
         anchor = link[len(link.split("#", 1)[0]) :]
         new = posixpath.relpath(_site_uri(target), here or ".")
         return f"]({new}{anchor}{match.group(2)})"
