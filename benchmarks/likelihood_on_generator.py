@@ -6,7 +6,7 @@ On one generator every prior sees the same posterior samples of the test images 
 own chain, drawn once per run), so the difference of two priors' NLL is the difference of their
 ``KL(q || p)``: the comparison is paired by run. ``gaussian`` is ``N(0, I)`` (exact); ``own``
 is the run's own trained prior (paper mode when the run was trained with
-``prior.refit_steps=0``).
+``refit.steps=0``).
 
     python benchmarks/likelihood_on_generator.py runs/pog /work/runs/lik/digits/nce-seed{0,1,2} \\
         --priors own gaussian nce adaptive-K4 tre-K4 adaptive-K4/chain

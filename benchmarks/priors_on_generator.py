@@ -4,15 +4,15 @@ estimators compared with everything else held fixed.
 ``gaussian``, ``nce`` and ``tre`` runs (and ``adaptive`` with ``prior.inference=gaussian``)
 train bit-identical generators: their training-time posterior chains all run under
 ``N(0, I)`` (README, "Why the adaptive prior cannot win on digits: the ceiling"). On such a
-generator the prior is whatever the refit (``prior.refit_*``, ARCHITECTURE §4) learns from the
+generator the prior is whatever the refit (the ``refit`` section, ARCHITECTURE §4) learns from the
 aggregate posterior, so the priors can be compared on one generator, paired by seed:
 
     python benchmarks/priors_on_generator.py runs/fm-cpu/runs/nce{,-seed1,-seed2} \\
-        --priors nce adaptive-K4 tre-K4 --set prior.refit_steps=16000 \\
-        --set adaptive:prior.refit_sampler=chain --fid-n 5000 --out runs/pog
+        --priors nce adaptive-K4 tre-K4 --set refit.steps=16000 \\
+        --set adaptive:refit.sampler=chain --fid-n 5000 --out runs/pog
 
 For every run (a generator), the script draws the aggregate posterior once
-(:func:`latent_ebm.refit.refit_rows`, the run's own chain, ``prior.refit_samples``
+(:func:`latent_ebm.refit.refit_rows`, the run's own chain, ``refit.samples``
 rows); every prior of ``--priors`` is built from the run's config with its own settings
 (``kind`` or ``kind-K<stages>``, optionally ``/tag`` to tell two settings of one kind apart),
 re-initialised and refitted on those same rows, and scored by the FID of ``--fid-n`` samples of

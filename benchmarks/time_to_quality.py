@@ -63,6 +63,7 @@ from latent_ebm.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    current_keys,
     num_stages,
     resolve_config,
 )
@@ -154,7 +155,7 @@ def _recorded_runs(path: Path) -> list[tuple[str, int, Any, list[dict[str, Any]]
     try:
         results = json.loads(path.read_text())
         return [
-            (v, int(seed), config_from_dict(r["config"]), list(points))
+            (v, int(seed), config_from_dict(current_keys(r["config"])), list(points))
             for v, r in results.items()
             for seed, points in r["runs"].items()
         ]

@@ -1,7 +1,7 @@
 """The post-hoc refit of a trained prior (ARCHITECTURE §4; beyond the paper).
 
 After the last training iteration, a ratio prior re-learns its ratios on samples of the
-final aggregate posterior: ``prior.refit_samples`` posterior samples of training images (a
+final aggregate posterior: ``refit.samples`` posterior samples of training images (a
 seeded permutation of the training set, cycled, so every image gives about as many), each
 drawn by the run's posterior chain under the final model: ``train.post_steps`` steps of
 ``train.post_step_size`` from ``N(0, I)``, or, for a run trained with
@@ -32,23 +32,23 @@ _INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior sa
 
 
 def refit_settings(cfg: Config) -> Refit:
-    """The :class:`~latent_ebm.priors.base.Refit` of a config's ``prior.refit_*`` fields."""
-    p = cfg.prior
-    chain = p.refit_sampler == "chain"  # the test-time prior chain, else MALA
+    """The :class:`~latent_ebm.priors.base.Refit` of a config's ``refit`` section."""
+    p = cfg.refit
+    chain = p.sampler == "chain"  # the test-time prior chain, else MALA
     return Refit(
-        steps=p.refit_steps,
-        per_stage=p.refit_split == "stage",
-        batch=p.refit_batch,
-        lr=p.refit_lr,
+        steps=p.steps,
+        per_stage=p.split == "stage",
+        batch=p.batch,
+        lr=p.lr,
         betas=(cfg.train.beta1, cfg.train.beta2),
-        chain_steps=cfg.sample.steps if chain else p.refit_chain_steps,
-        noise=p.refit_noise,
-        sampler=p.refit_sampler,
+        chain_steps=cfg.sample.steps if chain else p.chain_steps,
+        noise=p.noise,
+        sampler=p.sampler,
         step_size=cfg.sample.step_size if chain else 0.1,
         seed=cfg.train.seed,
-        holdout=p.refit_holdout,
-        check=p.refit_check,
-        patience=p.refit_patience,
+        holdout=p.holdout,
+        check=p.check,
+        patience=p.patience,
     )
 
 
@@ -101,14 +101,14 @@ def aggregate_posterior(
 def refit_rows(
     model: LatentEBM, images: torch.Tensor, cfg: Config, progress: bool = False
 ) -> torch.Tensor:
-    """The aggregate-posterior samples a refit of ``cfg`` learns from: ``prior.refit_samples``
+    """The aggregate-posterior samples a refit of ``cfg`` learns from: ``refit.samples``
     rows of :func:`aggregate_posterior` over ``images``, drawn by the run's own chain
     (:func:`own_chain`) with the refit's seed."""
     start, steps, step_size = own_chain(cfg)
     return aggregate_posterior(
         model,
         images,
-        cfg.prior.refit_samples,
+        cfg.refit.samples,
         steps,
         step_size,
         seed=refit_settings(cfg).seed,
@@ -120,15 +120,15 @@ def refit_rows(
 def refit_prior(
     model: LatentEBM, data: Dataset, cfg: Config, progress: bool = False
 ) -> list[float] | None:
-    """Refit ``model``'s prior as the config says; ``None`` when ``prior.refit_steps`` is 0,
+    """Refit ``model``'s prior as the config says; ``None`` when ``refit.steps`` is 0,
     else each fitted part's last loss (``[]`` for a prior with nothing to refit).
 
     Raises:
         LatentEBMError: a chain or the fit diverged, naming the setting to change: for the
             posterior samples ``train.lr`` or ``prior.lr`` (a network not finite where the
-            chains start) else ``train.post_step_size``; for the fit ``prior.refit_lr`` (a
+            chains start) else ``train.post_step_size``; for the fit ``refit.lr`` (a
             loss, a ratio's weights or the refitted log-density not finite), else, for a chain
-            of ``prior.refit_sampler=chain``, ``sample.step_size``.
+            of ``refit.sampler=chain``, ``sample.step_size``.
     """
     settings = refit_settings(cfg)
     if settings.steps == 0:
@@ -157,7 +157,7 @@ def refit_prior(
     prior = Cause(
         "the refitted prior's log-density",
         model.prior.log_prob,
-        Setting("prior.refit_lr", settings.lr),
+        Setting("refit.lr", settings.lr),
     )
     try:
         losses = model.prior.refit(z_q, settings, progress)

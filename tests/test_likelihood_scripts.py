@@ -22,7 +22,7 @@ def runs(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("runs")
     for kind in ("gaussian", "nce"):
         for seed in (0, 1):
-            cfg = tiny_config(f"prior.kind={kind}", f"train.seed={seed}", "prior.refit_steps=0")
+            cfg = tiny_config(f"prior.kind={kind}", f"train.seed={seed}", "refit.steps=0")
             train(cfg, root / f"{kind}-seed{seed}", progress=False, data=digits)
     return root
 
@@ -56,7 +56,7 @@ def test_same_generator_table(runs, tmp_path, monkeypatch):
     pog, lik = load_script("priors_on_generator"), load_script("likelihood_on_generator")
     generators = [str(runs / f"nce-seed{s}") for s in (0, 1)]
     out = tmp_path / "pog"
-    sets = ["--set", "prior.refit_steps=20", "--set", "prior.refit_samples=200"]
+    sets = ["--set", "refit.steps=20", "--set", "refit.samples=200"]
     assert (
         pog.main([*generators, "--priors", "nce", *sets, "--fid-n", "20", "--out", str(out)]) == 0
     )

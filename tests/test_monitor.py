@@ -70,9 +70,9 @@ def test_evaluations_resume_exactly_and_equal_eval(tmp_path, digits):
     """Stop at 6 (between evaluations at 4 and 8), resume: the same checkpoint, log (with the
     evaluations) and best.pt; the last evaluation is `latent-ebm eval` of the final model. The
     in-training evaluations measure the prior as trained, before the post-hoc refit, so this run
-    has none (`prior.refit_steps=0`): its final checkpoint is the model last evaluated."""
+    has none (`refit.steps=0`): its final checkpoint is the model last evaluated."""
     tb = "train.tensorboard=true"
-    cfg = tiny_config(*WATCHED, tb, "prior.refit_steps=0")
+    cfg = tiny_config(*WATCHED, tb, "refit.steps=0")
     full, metrics = assert_resume_matches(cfg, tmp_path, 6, digits)
     _, evals = split_metrics(metrics)
     assert [(m["iteration"], m["stage"]) for m in evals] == [(4, 0), (8, 1), (12, 1)]

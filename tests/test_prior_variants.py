@@ -159,8 +159,8 @@ def test_adaptive_inference_under_the_gaussian_trains_the_gaussian_generator(tmp
     assert not all(torch.equal(base[k], paper[k]) for k in base)
     with pytest.raises(LatentEBMError, match=r"'prior.inference' must be 'current' for .*lebm"):
         validate(tiny_config("prior.kind=lebm", "prior.inference=gaussian"))
-    with pytest.raises(LatentEBMError, match=r"prior\.refit_sampler"):
-        validate(tiny_config("prior.refit_sampler=exact"))
+    with pytest.raises(LatentEBMError, match=r"refit\.sampler"):
+        validate(tiny_config("refit.sampler=exact"))
 
 
 def test_stage_counts_and_validation():

@@ -31,14 +31,14 @@ def _private_cache(monkeypatch, tmp_path_factory):
 
 
 def test_settings_of_a_prior(pog):
-    sets = ["prior.refit_steps=40", "adaptive:prior.refit_sampler=chain", "nce/b:prior.lr=1"]
+    sets = ["refit.steps=40", "adaptive:refit.sampler=chain", "nce/b:prior.lr=1"]
     assert pog.prior_settings("adaptive-K4", sets) == [
         "prior.kind=adaptive",
         "prior.stages=4",
-        "prior.refit_steps=40",
-        "prior.refit_sampler=chain",
+        "refit.steps=40",
+        "refit.sampler=chain",
     ]
-    assert pog.prior_settings("nce", sets) == ["prior.kind=nce", "prior.refit_steps=40"]
+    assert pog.prior_settings("nce", sets) == ["prior.kind=nce", "refit.steps=40"]
     assert pog.prior_settings("nce/b", sets)[-1] == "prior.lr=1"
     with pytest.raises(SystemExit, match="unknown kind 'flow'"):
         pog.prior_settings("flow-K2", sets)
@@ -63,8 +63,8 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
         runs.append(str(tmp_path / f"nce-{seed}"))
     out = tmp_path / "pog"
     args = [*runs, "--priors", "gaussian", "adaptive-K2", "nce/held"]
-    args += ["--set", "prior.refit_steps=30", "--set", "nce/held:prior.refit_holdout=0.2"]
-    args += ["--set", "nce/held:prior.refit_check=5", "--fid-n", "100", "--out", str(out)]
+    args += ["--set", "refit.steps=30", "--set", "nce/held:refit.holdout=0.2"]
+    args += ["--set", "nce/held:refit.check=5", "--fid-n", "100", "--out", str(out)]
     assert pog.main(args) == 0
     results = json.loads((out / "priors_on_generator.json").read_text())["results"]
     by = {(r["run"], r["label"]): r for r in results}
@@ -80,7 +80,7 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
     assert by[(runs[1], "gaussian")]["fid"] == pytest.approx(expected, rel=1e-9)
     adaptive = validate(
         apply_overrides(
-            copy.deepcopy(cfg), ["prior.kind=adaptive", "prior.stages=2", "prior.refit_steps=30"]
+            copy.deepcopy(cfg), ["prior.kind=adaptive", "prior.stages=2", "refit.steps=30"]
         )
     )
     _, model, _ = load_run(runs[1])

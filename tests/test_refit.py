@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from latent_ebm import refit as refit_module
 from latent_ebm import rng
@@ -85,7 +86,7 @@ def test_refit_recovers_a_known_log_ratio(kind):
 
 
 def test_chain_noise_of_zero_steps_is_the_gaussian_so_every_stage_learns_the_whole_ratio():
-    # prior.refit_sampler=chain with 0 steps: each stage's noise is its N(0, I) start, so each
+    # refit.sampler=chain with 0 steps: each stage's noise is its N(0, I) start, so each
     # of the K ratios learns log q/N = m.z - |m|^2 / 2 on its own and the prior's log-ratio is
     # K times it (with MALA noise the later stages would learn about 0 instead).
     m = torch.tensor([1.0, -0.5])
@@ -106,7 +107,7 @@ def test_chain_noise_fits_the_prior_for_its_short_chain():
     # q = N(m, I). A short chain on the exact q (50 steps of 0.2 from N(0, I): Langevin time
     # 50 * 0.2^2 = 2) gets a fraction 1 - exp(-2 / 2) = 0.632 of the way to m; so does the
     # MALA-noise refit, whose product is q itself. With the chain's own output as each stage's
-    # noise (prior.refit_sampler=chain), the stages correct the chain: its samples reach q.
+    # noise (refit.sampler=chain), the stages correct the chain: its samples reach q.
     m = torch.tensor([1.0, -1.0])
     z_q = torch.randn(6000, 2, generator=torch.Generator().manual_seed(0)) + m
     reached = {}
@@ -137,7 +138,7 @@ def test_refit_is_seeded():
 
 
 def test_refit_split_by_stage_gives_every_adaptive_stage_the_whole_budget(monkeypatch):
-    # prior.refit_split=stage: each of the K stages gets refit_steps updates; total (the
+    # refit.split=stage: each of the K stages gets refit.steps updates; total (the
     # default) splits them evenly. Stage k's updates and streams do not depend on the other
     # stages', so "stage" with N equals "total" with K * N, bit for bit.
     z_q = torch.randn(1000, 2) + 1
@@ -160,15 +161,15 @@ def test_refit_split_by_stage_gives_every_adaptive_stage_the_whole_budget(monkey
     counts.clear()
     _prior("adaptive", stages=3).refit(z_q, dataclasses.replace(settings, steps=31))
     assert counts == [10, 10, 11]
-    cfg = tiny_config("prior.refit_split=stage")
+    cfg = tiny_config("refit.split=stage")
     assert refit_module.refit_settings(cfg).per_stage
     assert not refit_module.refit_settings(tiny_config()).per_stage
-    with pytest.raises(LatentEBMError, match=r"prior\.refit_split"):
-        validate(tiny_config("prior.refit_split=each"))
+    with pytest.raises(LatentEBMError, match=r"refit\.split"):
+        validate(tiny_config("refit.split=each"))
 
 
 def test_gaussian_prior_has_nothing_to_refit(digits, monkeypatch):
-    cfg = tiny_config("prior.kind=gaussian", "prior.refit_steps=10")
+    cfg = tiny_config("prior.kind=gaussian", "refit.steps=10")
 
     def fail(*args, **kwargs):
         raise AssertionError("no posterior samples are drawn for a prior without a refit")
@@ -190,8 +191,8 @@ def test_aggregate_posterior_cycles_the_images_in_a_seeded_order(digits):
     assert torch.equal(c[:25], first)
 
 
-REFIT = ["prior.refit_steps=40", "prior.refit_batch=50", "prior.refit_samples=200",
-         "prior.refit_chain_steps=10", "prior.refit_noise=300"]  # fmt: skip
+REFIT = ["refit.steps=40", "refit.batch=50", "refit.samples=200",
+         "refit.chain_steps=10", "refit.noise=300"]  # fmt: skip
 
 
 def test_training_ends_with_the_refit_and_a_resume_repeats_it(tmp_path, digits, monkeypatch):
@@ -214,9 +215,7 @@ def test_training_ends_with_the_refit_and_a_resume_repeats_it(tmp_path, digits, 
     for pa, pb in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(pa, pb)
     # The refit changed the prior: its ratios differ from a run without one.
-    plain = train(
-        tiny_config("prior.refit_steps=0"), tmp_path / "plain", progress=False, data=digits
-    )
+    plain = train(tiny_config("refit.steps=0"), tmp_path / "plain", progress=False, data=digits)
     assert checkpoint_state(tmp_path / "plain")["refit"] is None
     assert not torch.equal(full.prior.ratios[0].net[0].weight, plain.prior.ratios[0].net[0].weight)
     # ... and nothing else: the generator is the same.
@@ -262,11 +261,12 @@ def test_a_run_saved_before_the_refit_existed_keeps_meaning_no_refit(tmp_path):
 
     cfg = tiny_config()
     save_config(cfg, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml").prior.refit_steps == 20
-    old = (tmp_path / "config.yaml").read_text().replace("  refit_steps: 20\n", "")
-    (tmp_path / "config.yaml").write_text(old)
-    assert load_config(tmp_path / "config.yaml").prior.refit_steps == 0
-    assert tiny_config("prior.refit_steps=4000").prior.refit_steps == 4000
+    assert load_config(tmp_path / "config.yaml").refit.steps == 20
+    old = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del old["refit"]  # written before the refit existed: neither refit.* nor prior.refit_*
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_config(tmp_path / "config.yaml").refit.steps == 0
+    assert tiny_config("refit.steps=4000").refit.steps == 4000
     from latent_ebm.config import Config
 
-    assert Config().prior.refit_steps == 4000  # new configs refit by default
+    assert Config().refit.steps == 4000  # new configs refit by default

@@ -1,4 +1,4 @@
-"""The held-out stopping rule of the post-hoc refit (``prior.refit_holdout``, ARCHITECTURE §4)."""
+"""The held-out stopping rule of the post-hoc refit (``refit.holdout``, ARCHITECTURE §4)."""
 
 import dataclasses
 
@@ -90,15 +90,15 @@ def test_stopping_rule_prevents_overfitting_a_few_rows(kind):
 
 def test_holdout_config_reaches_the_refit_settings_and_is_checked():
     s = refit_module.refit_settings(
-        tiny_config("prior.refit_holdout=0.2", "prior.refit_check=100", "prior.refit_patience=2")
+        tiny_config("refit.holdout=0.2", "refit.check=100", "refit.patience=2")
     )
     assert (s.holdout, s.check, s.patience) == (0.2, 100, 2)
     assert refit_module.refit_settings(tiny_config()).holdout == 0.0
     for bad, field in [
-        ("prior.refit_holdout=1.0", "refit_holdout"),
-        ("prior.refit_holdout=-0.1", "refit_holdout"),
-        ("prior.refit_check=0", "refit_check"),
-        ("prior.refit_patience=0", "refit_patience"),
+        ("refit.holdout=1.0", "refit\\.holdout"),
+        ("refit.holdout=-0.1", "refit\\.holdout"),
+        ("refit.check=0", "refit\\.check"),
+        ("refit.patience=0", "refit\\.patience"),
     ]:
         with pytest.raises(LatentEBMError, match=field):
             validate(tiny_config(bad))

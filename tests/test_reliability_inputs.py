@@ -383,7 +383,7 @@ LONG = "x" * 100_000
         [f"data.name={'x' * 5000}"],  # a long choice (validation quotes it)
         [f"train.device={'x' * 5000}"],
         [f"train.seed=-{'1' * 4000}"],
-        [f"prior.refit_holdout={'9' * 4000}"],
+        [f"refit.holdout={'9' * 4000}"],
     ],
     ids=[
         *("value", "field", "section", "list", "equals", "no-equals", "nested", "digits"),

@@ -212,7 +212,7 @@ def finished_run(tmp_path_factory) -> Path:
     from latent_ebm.cli import main
 
     run = tmp_path_factory.mktemp("signals") / "run"
-    assert main([str(a) for a in [*TRAIN, "--out", run, "--set", "prior.refit_steps=0"]]) == 0
+    assert main([str(a) for a in [*TRAIN, "--out", run, "--set", "refit.steps=0"]]) == 0
     return run
 
 
@@ -263,7 +263,7 @@ def test_sigterm_during_sample_of_a_real_process(finished_run):
 CAUSES = [
     "train.lr",
     "prior.lr",
-    "prior.refit_lr",
+    "refit.lr",
     "train.amortiser_lr",
     "train.post_step_size",
     "prior.prior_step_size",
@@ -284,15 +284,15 @@ CAUSES = [
         ("prior.lr", ["prior.kind=tre"]),
         ("prior.lr", ["prior.kind=nce", "train.iters=4"]),
         ("prior.lr", ["prior.prior_samples=langevin", "prior.prior_steps=5"]),
-        ("prior.refit_lr", []),
-        ("prior.refit_lr", ["prior.kind=tre"]),
-        ("prior.refit_lr", ["prior.refit_sampler=chain"]),
-        ("prior.refit_lr", ["prior.refit_holdout=0.2", "prior.refit_check=5"]),
+        ("refit.lr", []),
+        ("refit.lr", ["prior.kind=tre"]),
+        ("refit.lr", ["refit.sampler=chain"]),
+        ("refit.lr", ["refit.holdout=0.2", "refit.check=5"]),
         ("train.amortiser_lr", ["train.post_init=amortised", "train.warm_steps=2"]),
         ("train.post_step_size", []),
         ("prior.prior_step_size", ["prior.kind=lebm", "prior.prior_steps=5"]),
         ("sample.step_size", ["train.eval_every=6", "train.eval_n=50"]),
-        ("sample.step_size", ["prior.refit_sampler=chain"]),
+        ("sample.step_size", ["refit.sampler=chain"]),
     ],
 )
 def test_a_diverging_setting_is_named(tmp_path, capsys, cause, extra):

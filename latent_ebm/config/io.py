@@ -33,6 +33,7 @@ __all__ = [
     "clip",
     "config_from_dict",
     "config_to_dict",
+    "current_keys",
     "keep_holdout_snapshots",
     "load_config",
     "load_preset",
@@ -174,6 +175,12 @@ def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
         sub = dataclasses.replace(getattr(cfg, section))
         sub_hints = typing.get_type_hints(type(sub))
         for key, value in values.items():
+            if (section, key) in RENAMED:
+                new = ".".join(RENAMED[section, key])
+                raise LatentEBMError(
+                    f"config field '{section}.{key}' is now '{new}' (the refit's settings have "
+                    f"their own section, refit); write {new}"
+                )
             if key not in sub_hints:
                 known = ", ".join(sub_hints)
                 raise LatentEBMError(
@@ -255,10 +262,56 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return d
 
 
+# Fields that moved, (section, old name) -> (section, new name): a file written with the old
+# name (a run's config.yaml, a --config file) still loads with the same meaning; a --set
+# override with the old name is refused, naming the new one.
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("prior", f"refit_{name}"): ("refit", name)
+    for name in (
+        "steps",
+        "split",
+        "batch",
+        "lr",
+        "samples",
+        "chain_steps",
+        "sampler",
+        "noise",
+        "holdout",
+        "check",
+        "patience",
+    )
+}
+
+
+def current_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """The mapping of sections ``d`` (as a config file holds it) with every field of
+    :data:`RENAMED` under its new name; ``d`` itself is not changed.
+
+    Raises:
+        LatentEBMError: ``d`` names a field by both its old and its new name.
+    """
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for (section, old), (new_section, new) in RENAMED.items():
+        if not isinstance(out.get(section), dict) or old not in out[section]:
+            continue
+        value = out[section].pop(old)
+        target = out.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue  # config_from_dict refuses the section
+        if new in target:
+            raise LatentEBMError(
+                f"config field '{new_section}.{new}' is also given by its old name "
+                f"'{section}.{old}'; keep only {new_section}.{new}"
+            )
+        target[new] = value
+    return out
+
+
 def _from_file(path: Path, d: dict[str, Any], base: Config | None = None) -> Config:
-    """:func:`config_from_dict` of a file's mapping; its errors name the file."""
+    """:func:`config_from_dict` of a file's mapping (old field names taken under their new
+    ones, :func:`current_keys`); its errors name the file."""
     try:
-        return config_from_dict(d, base)
+        return config_from_dict(current_keys(d), base)
     except LatentEBMError as e:
         raise LatentEBMError(f"config file {path}: {e}") from None
 
@@ -267,7 +320,8 @@ def load_preset(name: str) -> Config:
     """The defaults overridden by the named preset."""
     if name not in PRESETS:
         raise LatentEBMError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
-    return config_from_dict(_read_yaml(_preset_dir() / f"{name}.yaml"))
+    path = _preset_dir() / f"{name}.yaml"
+    return _from_file(path, _read_yaml(path))
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -326,18 +380,19 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 # Fields added after runs were saved without them, with the value that repeats what those
 # runs did (not the new default): a run's config.yaml keeps meaning what it meant.
-_ABSENT_MEANS = {("prior", "refit_steps"): 0}  # no refit before version 0.3
+_ABSENT_MEANS = {("refit", "steps"): 0}  # no refit before version 0.3
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a ``config.yaml`` written by :func:`save_config`; a field it lacks because it was
-    written before the field existed takes the value that repeats the old behaviour
-    (``prior.refit_steps: 0``), not the new default, and a value whose meaning changed keeps
-    the old one (:func:`_old_warm_steps`)."""
-    d = _read_yaml(Path(path))
-    for (section, key), value in _ABSENT_MEANS.items():
-        if isinstance(d.get(section), dict) and key not in d[section]:
-            d[section] = {**d[section], key: value}
+    """Read a ``config.yaml`` written by :func:`save_config`, old field names under their new
+    ones (:data:`RENAMED`); a field it lacks because it was written before the field existed
+    takes the value that repeats the old behaviour (``refit.steps: 0``), not the new default,
+    and a value whose meaning changed keeps the old one (:func:`_old_warm_steps`)."""
+    d = current_keys(_read_yaml(Path(path)))
+    if isinstance(d.get("prior"), dict):  # a run's config.yaml: every section is written
+        for (section, key), value in _ABSENT_MEANS.items():
+            if isinstance(d.get(section, {}), dict) and key not in d.get(section, {}):
+                d[section] = {**d.get(section, {}), key: value}
     return _from_file(Path(path), _old_warm_steps(d))
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "PriorConfig",
+    "RefitConfig",
     "SampleConfig",
     "TrainConfig",
 ]
@@ -44,27 +45,35 @@ class PriorConfig:
     # The prior under which adaptive/nce training-time posterior chains run: current (p_k,
     # Algorithm 1) | gaussian (N(0, I), as tre's always do; beyond the paper, ARCHITECTURE §4)
     inference: str = "current"
-    # Post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
-    # priors re-learn their ratios on posterior samples of the final generator. 0: off (paper).
-    refit_steps: int = 4000  # Adam updates in all (split over the stages of adaptive)
-    # How adaptive's refit shares refit_steps out: total (split evenly over its K stages) |
-    # stage (every stage gets refit_steps, K * refit_steps in all; beyond the paper)
-    refit_split: str = "total"
-    refit_batch: int = 500  # rows of each side of every refit NCE update
-    refit_lr: float = 1e-3  # Adam learning rate of the refit
-    refit_samples: int = 6000  # posterior samples of the training images (cycled) to fit
-    refit_chain_steps: int = 400  # MALA steps drawing each adaptive stage's noise from p_k
-    # How each adaptive refit stage draws its noise: mala (refit_chain_steps exact MALA steps
+
+
+@dataclass
+class RefitConfig:
+    # The post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
+    # priors re-learn their ratios on posterior samples of the final generator. Also the
+    # settings of `latent-ebm refit`. An older config.yaml names them prior.refit_*.
+    steps: int = 4000  # Adam updates in all (split over the stages of adaptive); 0: off (paper)
+    # How adaptive's refit shares refit.steps out: total (split evenly over its K stages) |
+    # stage (every stage gets refit.steps, K * refit.steps in all; beyond the paper)
+    split: str = "total"
+    batch: int = 500  # rows of each side of every refit NCE update
+    lr: float = 1e-3  # Adam learning rate of the refit
+    samples: int = 6000  # posterior samples of the training images (cycled) to fit
+    chain_steps: int = 400  # MALA steps drawing each adaptive stage's noise from p_k
+    # How each adaptive refit stage draws its noise: mala (refit.chain_steps exact MALA steps
     # on p_k) | chain (the test-time prior chain on p_k, sample.steps of sample.step_size)
-    refit_sampler: str = "mala"
-    refit_noise: int = 10000  # samples of p_k drawn for each adaptive stage
+    sampler: str = "mala"
+    noise: int = 10000  # samples of p_k drawn for each adaptive stage
     # The held-out stopping rule (beyond the paper): this fraction of the refit rows (and of
-    # each adaptive stage's noise) is kept out of fitting; every refit_check updates its NCE
-    # loss is measured, and a ratio stops after refit_patience checks without a new best and
-    # returns to its best weights (refit_steps is then a cap). 0: off
-    refit_holdout: float = 0.0
-    refit_check: int = 250
-    refit_patience: int = 4
+    # each adaptive stage's noise) is kept out of fitting; every refit.check updates its NCE
+    # loss is measured, and a ratio stops after refit.patience checks without a new best and
+    # returns to its best weights (refit.steps is then a cap). 0: off
+    holdout: float = 0.0
+    check: int = 250  # updates between two measurements of the held-out loss
+    patience: int = 4  # measurements without a new best after which a ratio stops
+    # The run whose generator `latent-ebm refit` kept, with this prior refitted post hoc on
+    # its aggregate posterior (None: a trained run)
+    source: str | None = None
 
 
 @dataclass
@@ -112,6 +121,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    refit: RefitConfig = field(default_factory=RefitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 

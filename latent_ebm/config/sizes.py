@@ -145,8 +145,8 @@ def training_memory(
     - a batch: the generator's activations for ``train.batch_size`` rows, twice (the forward
       values that the chain's gradient keeps, and their gradients), and the images;
     - the memory bank and its snapshot (``num_train`` rows of ``model.nz``), when known;
-    - the refit's posterior samples and noise (``prior.refit_samples``, ``prior.refit_noise``)
-      and a batch of its ratio networks (``prior.refit_batch``), when it runs;
+    - the refit's posterior samples and noise (``refit.samples``, ``refit.noise``)
+      and a batch of its ratio networks (``refit.batch``), when it runs;
     - the in-training FID's samples (``train.eval_n``) when it runs;
     - the figures' samples (``sample.grid``) of the finished run.
     """
@@ -154,7 +154,7 @@ def training_memory(
     from latent_ebm.nets import Generator
     from latent_ebm.priors import build_prior
 
-    m, t, p = cfg.model, cfg.train, cfg.prior
+    m, t, r = cfg.model, cfg.train, cfg.refit
     c, h, _ = shape
     with torch.device("meta"), _ScalarsOfNothing():
         generator = Generator(m.nz, m.ngf, c, h, m.arch)
@@ -169,18 +169,18 @@ def training_memory(
     }
     if num_train is not None:
         parts["the memory bank (model.nz, training images)"] = 2 * num_train * m.nz * FLOAT_BYTES
-    if p.refit_steps:  # (a prior with nothing to refit ignores these settings)
+    if r.steps:  # (a prior with nothing to refit ignores these settings)
         # The samples and their order in the training set (int64); the noise chains, all rows
         # at once through a ratio network and back (MALA); a batch of the ratios' updates.
-        parts["the refit's samples (prior.refit_samples, model.nz)"] = p.refit_samples * (
+        parts["the refit's samples (refit.samples, model.nz)"] = r.samples * (
             m.nz * FLOAT_BYTES + 8
         )
         hidden = m.nz + 2 * m.ratio_hidden
-        parts["the refit's noise chains (prior.refit_noise, model.nz, model.ratio_hidden)"] = (
-            2 * p.refit_noise * hidden * FLOAT_BYTES
+        parts["the refit's noise chains (refit.noise, model.nz, model.ratio_hidden)"] = (
+            2 * r.noise * hidden * FLOAT_BYTES
         )
-        parts["a refit batch (prior.refit_batch, model.nz, model.ratio_hidden)"] = (
-            2 * p.refit_batch * hidden * FLOAT_BYTES
+        parts["a refit batch (refit.batch, model.nz, model.ratio_hidden)"] = (
+            2 * r.batch * hidden * FLOAT_BYTES
         )
     if t.eval_every:
         parts["the in-training FID's samples (train.eval_n, model.nz)"] = (
@@ -211,23 +211,23 @@ def check_training_work(cfg: Config, stages: int) -> None:
     Raises:
         LatentEBMError: naming the settings whose product is too large.
     """
-    t, p = cfg.train, cfg.prior
+    t, p, r = cfg.train, cfg.prior, cfg.refit
     check_work(
         t.iters * t.batch_size,
         max(t.post_steps, t.chain_steps(t.post_init) or 0, p.prior_steps, 1),
         "train.iters x train.batch_size x the chain steps (train.post_steps, prior.prior_steps)",
     )
-    if p.refit_steps:
-        check_work(p.refit_steps, p.refit_batch, "prior.refit_steps x prior.refit_batch")
+    if r.steps:
+        check_work(r.steps, r.batch, "refit.steps x refit.batch")
         check_work(
-            p.refit_samples,
+            r.samples,
             max(t.post_steps, 1),
-            "prior.refit_samples x train.post_steps",
+            "refit.samples x train.post_steps",
         )
         check_work(
-            p.refit_noise * max(stages, 1),
-            max(p.refit_chain_steps, 1),
-            "prior.refit_noise x prior.stages x prior.refit_chain_steps",
+            r.noise * max(stages, 1),
+            max(r.chain_steps, 1),
+            "refit.noise x prior.stages x refit.chain_steps",
         )
     check_work(cfg.sample.grid, max(cfg.sample.steps, 1), "sample.grid x sample.steps")
     if t.eval_every:

@@ -24,8 +24,8 @@ _CHOICES = {
     "prior.kind": PRIORS,
     "prior.prior_samples": ("persistent", "langevin"),
     "prior.inference": ("current", "gaussian"),
-    "prior.refit_sampler": ("mala", "chain"),
-    "prior.refit_split": ("total", "stage"),
+    "refit.sampler": ("mala", "chain"),
+    "refit.split": ("total", "stage"),
     "train.post_init": ("noise", "bank", "amortised"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,
@@ -38,12 +38,12 @@ _POSITIVE = (
     "model.ratio_hidden",
     "prior.prior_step_size",
     "prior.lr",
-    "prior.refit_batch",
-    "prior.refit_lr",
-    "prior.refit_samples",
-    "prior.refit_noise",
-    "prior.refit_check",
-    "prior.refit_patience",
+    "refit.batch",
+    "refit.lr",
+    "refit.samples",
+    "refit.noise",
+    "refit.check",
+    "refit.patience",
     "train.iters",
     "train.batch_size",
     "train.lr",
@@ -58,8 +58,8 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "prior.stages",
     "prior.prior_steps",
-    "prior.refit_steps",
-    "prior.refit_chain_steps",
+    "refit.steps",
+    "refit.chain_steps",
     "train.post_steps",
     "train.keep_every",
     "train.eval_every",
@@ -134,17 +134,17 @@ def validate(
         raise LatentEBMError(f"config field 'data.size' must be positive, got {cfg.data.size}")
     if not (0 <= cfg.train.beta1 < 1 and 0 <= cfg.train.beta2 < 1):
         raise LatentEBMError("config fields 'train.beta1' and 'train.beta2' must lie in [0, 1)")
-    if not 0 <= cfg.prior.refit_holdout < 1:
+    if not 0 <= cfg.refit.holdout < 1:
         raise LatentEBMError(
-            "config field 'prior.refit_holdout' is the fraction of the refit rows held out and "
-            f"must lie in [0, 1) (0: no stopping rule), got {clip(repr(cfg.prior.refit_holdout))}"
+            "config field 'refit.holdout' is the fraction of the refit rows held out and "
+            f"must lie in [0, 1) (0: no stopping rule), got {clip(repr(cfg.refit.holdout))}"
         )
-    for name in ("refit_samples", "refit_noise") if cfg.prior.refit_steps else ():
-        rows = getattr(cfg.prior, name)
-        if round(cfg.prior.refit_holdout * rows) >= rows:  # priors.ratio.hold_out's count
+    for name in ("samples", "noise") if cfg.refit.steps else ():
+        rows = getattr(cfg.refit, name)
+        if round(cfg.refit.holdout * rows) >= rows:  # priors.ratio.hold_out's count
             raise LatentEBMError(
-                f"config field 'prior.refit_holdout' ({cfg.prior.refit_holdout}) holds out all "
-                f"{rows} rows of 'prior.{name}', leaving none to fit: raise prior.{name}"
+                f"config field 'refit.holdout' ({cfg.refit.holdout}) holds out all "
+                f"{rows} rows of 'refit.{name}', leaving none to fit: raise refit.{name}"
             )
     if shape is not None:
         _check_arch(cfg, shape)
@@ -157,12 +157,12 @@ def validate(
             f"config field 'prior.stages' ({stages}) exceeds 'train.iters' ({cfg.train.iters}): "
             "every stage needs at least one iteration"
         )
-    p = cfg.prior
-    if 0 < p.refit_steps < stages and p.refit_split == "total":
+    r = cfg.refit
+    if 0 < r.steps < stages and r.split == "total":
         raise LatentEBMError(
-            f"config field 'prior.refit_steps' ({p.refit_steps}) is split over the {stages} "
-            "stages (prior.refit_split=total): every stage needs at least one update; raise it "
-            "or set prior.refit_split=stage"
+            f"config field 'refit.steps' ({r.steps}) is split over the {stages} "
+            "stages (refit.split=total): every stage needs at least one update; raise it "
+            "or set refit.split=stage"
         )
     check_training_work(cfg, stages)
     if num_train is not None:

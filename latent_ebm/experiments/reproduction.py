@@ -102,7 +102,7 @@ def _train(
         _check_same_config(run, run_dir)
         state = load_run(run_dir)[2] if (run_dir / CHECKPOINT).exists() else {}
         done = state.get("iteration", 0)
-        refit_pending = bool(run.cfg.prior.refit_steps) and state.get("refit") is None
+        refit_pending = bool(run.cfg.refit.steps) and state.get("refit") is None
         if done >= iters and not refit_pending:
             echo(f"{tag}: trained earlier ({iters} iterations), not retrained")
         else:

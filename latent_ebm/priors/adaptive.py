@@ -146,12 +146,12 @@ class AdaptivePrior(RatioPrior):
         updates. Every ratio then belongs to the prior. Returns each stage's last NCE loss;
         :attr:`last_refit` holds each stage's :class:`~latent_ebm.priors.ratio.Fit`.
 
-        With ``settings.holdout > 0`` (``prior.refit_holdout``; beyond the paper) that
+        With ``settings.holdout > 0`` (``refit.holdout``; beyond the paper) that
         fraction of ``z_q``'s rows and of each stage's noise is held out, and each stage stops
         by the held-out rule of :meth:`_fit`: ``settings.steps`` (or its share) is then a cap.
         Stage 0's held-out noise is its own ``N(0, I)`` draws.
 
-        With ``settings.sampler == "chain"`` (``prior.refit_sampler=chain``; beyond the paper)
+        With ``settings.sampler == "chain"`` (``refit.sampler=chain``; beyond the paper)
         the noise of stage ``k`` is instead the test-time prior chain on ``p_k``: unadjusted
         Langevin from ``N(0, I)``, ``settings.chain_steps`` steps of ``settings.step_size``
         (``sample.steps`` and ``sample.step_size``). Ratio ``k`` then corrects what that chain

@@ -49,8 +49,8 @@ def stage_of(iteration: int, iters: int, stages: int) -> int:
 
 @dataclass(frozen=True)
 class Refit:
-    """Settings of a post-hoc refit (:meth:`Prior.refit`, ARCHITECTURE §4; config fields
-    ``prior.refit_*``).
+    """Settings of a post-hoc refit (:meth:`Prior.refit`, ARCHITECTURE §4; the config
+    section ``refit``).
 
     Arguments:
         steps: Adam updates in all (an adaptive prior splits them evenly over its stages),
