@@ -62,27 +62,74 @@ def _check_config_file(path: Path) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Config | None:
+    """The config of a new run, from the flags; ``None`` with ``--resume``, which continues the
+    run with its own ``config.yaml``.
+
+    ``--resume`` accepts the command that started the run, repeated: its config flags
+    (``--preset``, ``--config``, ``--set``, ``--seed``, ``--data-dir``, ``--holdout``,
+    ``--tensorboard``) are resolved as a new run resolves them (without ``--preset`` and
+    ``--config``, on the run's ``config.yaml`` rather than the default preset: leaving out a
+    flag changes nothing) and must give the run's ``config.yaml`` field for field. Every field
+    counts, ``data.data_dir`` (compared as folders) and ``train.tensorboard`` included: resuming
+    reads ``config.yaml`` alone, so a flag that disagreed would be silently ignored; edit
+    ``config.yaml`` to move the data or switch TensorBoard. ``--force`` deletes the run, so it
+    never goes with ``--resume``.
+
+    Raises:
+        LatentEBMError: ``--resume`` with ``--force``, or with a flag that would change a field
+            of the run (naming the flag, the field and both values); a bad ``--config``.
+    """
     from latent_ebm.config import resolve_config
 
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    if args.holdout is not None:
-        overrides.append(f"data.holdout={args.holdout}")
-    if args.tensorboard is not None:
-        overrides.append(f"train.tensorboard={str(args.tensorboard).lower()}")
-    if args.resume:
-        if args.preset or args.config or overrides or args.force:
-            raise LatentEBMError(
-                "--resume continues the run with its own config.yaml: drop --preset, "
-                "--config, --set, --seed, --data-dir, --holdout, --tensorboard and --force"
-            )
-        return None
+    flags = [(s, f"--set {s}") for s in args.overrides]  # (override, the flag that gave it)
+    for name, field in _FIELD_FLAGS.items():
+        value = getattr(args, name)
+        if isinstance(value, bool):  # --tensorboard / --no-tensorboard
+            flags.append((f"{field}={str(value).lower()}", f"--{'' if value else 'no-'}{name}"))
+        elif value is not None:
+            flags.append((f"{field}={value}", f"--{name.replace('_', '-')} {value}"))
+    overrides = [s for s, _ in flags]
     if args.config is not None:
         _check_config_file(args.config)
+    if args.resume:
+        if args.force:
+            raise LatentEBMError(
+                "--resume continues the run in --out and --force deletes it: drop one of them"
+            )
+        if args.preset or args.config or overrides:
+            _check_resume_flags(args, flags)
+        return None
     return resolve_config(args.preset or "digits", args.config, overrides)
+
+
+# The flags that set one config field each (a new run's shorthands for --set).
+_FIELD_FLAGS = {
+    "seed": "train.seed",
+    "data_dir": "data.data_dir",
+    "holdout": "data.holdout",
+    "tensorboard": "train.tensorboard",
+}
+
+
+def _check_resume_flags(args: argparse.Namespace, flags: list[tuple[str, str]]) -> None:
+    """Refuse the first field of the run in ``args.out`` that ``--resume``'s config flags would
+    change (see :func:`_train_config`); ``flags`` pairs each override with the flag giving it."""
+    from latent_ebm.config import clip
+    from latent_ebm.rundir import resume_change
+
+    overrides = [s for s, _ in flags]
+    change = resume_change(args.out, args.preset, args.config, overrides)
+    if change is None:
+        return
+    field, was, now = change
+    set_by = [flag for s, flag in flags if s.split("=", 1)[0].strip() == field]
+    files = [f"--preset {args.preset}"] * bool(args.preset)
+    files += [f"--config {args.config}"] * (args.config is not None)
+    flag = set_by[-1] if set_by else " ".join(files) or "the flags"
+    raise LatentEBMError(
+        f"--resume: {clip(flag, 100)} would change {field} from {clip(was, 100)} "
+        f"(the run's config.yaml) to {clip(now, 100)}; drop it or start a new run"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

@@ -212,8 +212,8 @@ def test_existing_run_dir_needs_resume_or_force(tmp_path, capsys, digits):
     assert code == 1 and "already exists" in err and "--resume" in err and "--force" in err
     code, _, err = run_cli([*base, "--force", "--max-iters", "2"], capsys)
     assert code == 0, err
-    code, _, err = run_cli([*base, "--resume"], capsys)
-    assert code == 1 and "drop --preset" in err
+    code, _, err = run_cli([*base, "--resume", "--set", "train.iters=20"], capsys)
+    assert code == 1 and "would change train.iters from 12" in err  # tests/test_resume_flags.py
     # --force refuses to delete a folder that is not a run directory.
     other = tmp_path / "other"
     other.mkdir()

@@ -94,6 +94,7 @@ from latent_ebm.rundir.logs import (
     write_metrics_line,
     write_report,
 )
+from latent_ebm.rundir.resume import resume_change
 
 __all__ = [
     "BEST",
@@ -128,6 +129,7 @@ __all__ = [
     "read_run_config",
     "report_path",
     "restore_training",
+    "resume_change",
     "save_checkpoint",
     "save_snapshot",
     "snapshots",
