@@ -9,15 +9,16 @@ The benchmark is the ``adaptive K=4`` model of ``latent-ebm reproduce compare --
 - ``warm``: each chain starts from the example's memory-bank row (its previous posterior
   sample) and runs ``--warm-steps`` steps (``train.post_init=bank``). It trains for more
   iterations, as many as the ``noise`` run's operations allow
-  (:func:`latent_ebm.experiments.iteration_flops`; rounded to a multiple of ``--points``), so
-  that both runs take about the same wall time;
+  (:func:`latent_ebm.experiments.cost.equal_time_iters`; rounded to a multiple of
+  ``--points``), so that both runs take about the same wall time;
 - ``bf16``: ``noise`` with ``train.precision=bf16``, the same iterations (the quality check
   of bf16: recon MSE and FID within 5% of ``noise``);
 - ``amortised``: each chain starts at a draw of a learned encoder ``q(z | x)`` and runs
   ``--warm-steps`` steps (``train.post_init=amortised``, issue 17); like ``warm`` it trains
   for the iterations that the ``noise`` run's operations pay for.
 
-Each run keeps ``--points`` snapshots; each snapshot is evaluated as ``reproduce`` evaluates a
+Each run keeps ``--points`` snapshots; each snapshot is evaluated
+(:func:`latent_ebm.experiments.curves.evaluate_snapshots`) as ``reproduce`` evaluates a
 model (test recon MSE with the run's posterior chain from noise, classifier FID of
 ``--fid-n`` prior samples), and its x coordinate is the training wall time when it was kept.
 A run with an amortiser also gets the recon MSE of chains started at its amortiser
@@ -53,30 +54,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from latent_ebm.arguments import seed_list
 from latent_ebm.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
     current_keys,
-    num_stages,
     resolve_config,
 )
 from latent_ebm.data import dataset_info
 from latent_ebm.errors import LatentEBMError
-from latent_ebm.evaluation import fid, fid_at, posterior_quality, recon_mse
 from latent_ebm.evaluation.classifier import classifier_features
-from latent_ebm.experiments import SCALES, iteration_flops
+from latent_ebm.experiments import SCALES
+from latent_ebm.experiments.cost import cumulative_gflop, equal_time_iters
+from latent_ebm.experiments.curves import (
+    X_LABELS,
+    evaluate_snapshots,
+    over_seeds,
+    plot_posterior_quality,
+    plot_time_to_quality,
+    time_to_reach,
+)
 from latent_ebm.experiments.reproduction import config_difference
 from latent_ebm.experiments.stats import CRITERION, beats, summarize
-from latent_ebm.priors.base import stage_of
-from latent_ebm.refit import aggregate_posterior, own_chain
-from latent_ebm.rundir import CHECKPOINT, load_data, load_run, snapshots
+from latent_ebm.rundir import CHECKPOINT, load_data, load_run
 from latent_ebm.train import train
 
 VARIANTS = ("noise", "warm", "bf16", "amortised")
@@ -91,14 +92,6 @@ def variant_overrides(variant: str, warm_steps: int) -> list[str]:
         "bf16": ["train.precision=bf16"],
         "amortised": ["train.post_init=amortised", f"train.warm_steps={warm_steps}"],
     }[variant]
-
-
-def equal_time_iters(base: Any, warm: Any, shape: tuple[int, int, int]) -> int:
-    """Iterations of ``warm`` with the operations of ``base``'s ``train.iters`` iterations."""
-    stages = range(max(num_stages(base), 1))
-    per_base = sum(iteration_flops(base, shape, s) for s in stages)
-    per_warm = sum(iteration_flops(warm, shape, s) for s in stages)
-    return round(base.train.iters * per_base / per_warm)
 
 
 def configs(
@@ -129,20 +122,6 @@ def configs(
 def seed_dir(out: Path, variant: str, seed: int) -> Path:
     """``OUT/<variant>`` for seed 0 (the one-seed layout), ``OUT/<variant>-seed<s>`` else."""
     return out / (variant if seed == 0 else f"{variant}-seed{seed}")
-
-
-def gflop_at(cfg: Any, shape: tuple[int, int, int]) -> dict[int, float]:
-    """Cumulative training operations (GFLOP, :func:`iteration_flops`) after each kept
-    snapshot's iteration of ``cfg``: the x axis of ``--x operations``."""
-    stages = max(num_stages(cfg), 1)
-    per = [iteration_flops(cfg, shape, s) / 1e9 for s in range(stages)]
-    iters, keep = cfg.train.iters, cfg.train.keep_every
-    total, out = 0.0, {}
-    for i in range(iters):
-        total += per[min(stage_of(i, iters, num_stages(cfg)), stages - 1)]
-        if (i + 1) % keep == 0 or i + 1 == iters:
-            out[i + 1] = total
-    return out
 
 
 def _recorded_runs(path: Path) -> list[tuple[str, int, Any, list[dict[str, Any]]]]:
@@ -206,188 +185,6 @@ def _trained(cfg: Any, run_dir: Path) -> None:
             train(None, run_dir, resume=True)
     else:
         train(cfg, run_dir)
-
-
-def _evaluated(
-    run_dir: Path,
-    fid_n: int,
-    extractor: Any,
-    data: Any,
-    warm_steps: int,
-    posterior_n: int,
-) -> list[dict[str, Any]]:
-    """Recon MSE, FID, FID at the aggregate posterior and posterior quality of every snapshot
-    of a run (cached in ``RUN/time_to_quality.json``; a cached point gets what it lacks)."""
-    path = run_dir / "time_to_quality.json"
-    done = {p["iteration"]: p for p in json.loads(path.read_text())} if path.exists() else {}
-    keys = {"recon", "fid", "fid_q", "posterior"}
-    points = []
-    for snap in snapshots(run_dir):
-        cfg, model, state = load_run(run_dir, checkpoint=snap)
-        point = done.setdefault(
-            state["iteration"], {"iteration": state["iteration"], "minutes": state["elapsed"] / 60}
-        )
-        if model.amortiser is not None:
-            keys.add("recon_amortised")
-        if keys - point.keys():
-            print(f"{run_dir.name}: iteration {state['iteration']} ...", file=sys.stderr)
-            point.update(
-                _measure(
-                    model, cfg, keys - point.keys(), fid_n, extractor, data, warm_steps, posterior_n
-                )
-            )
-            path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["iteration"])))
-        points.append(point)
-    return points
-
-
-def _measure(
-    model: Any,
-    cfg: Any,
-    keys: set[str],
-    fid_n: int,
-    extractor: Any,
-    data: Any,
-    warm_steps: int,
-    posterior_n: int,
-) -> dict[str, Any]:
-    """The measurements ``keys`` of one snapshot (see :func:`_evaluated` and the module
-    docstring); ``fid_q`` is the FID of ``g(z)`` at ``fid_n`` samples of the aggregate
-    posterior over the training images, drawn by the run's own chain (from noise, or from its
-    amortiser): the FID a prior that matched the aggregate posterior exactly would give."""
-    chain = {"steps": cfg.train.post_steps, "step_size": cfg.train.post_step_size}
-    short = {"steps": warm_steps, "step_size": cfg.train.post_step_size}
-    out: dict[str, Any] = {}
-    if "recon" in keys:
-        out["recon"] = recon_mse(model, data.test_x, **chain, progress=True)
-    if "fid" in keys:
-        prior_chain = {"steps": cfg.sample.steps, "step_size": cfg.sample.step_size}
-        out["fid"] = fid(model, data.train_x, extractor, n=fid_n, progress=True, **prior_chain)
-    if "fid_q" in keys:
-        start, steps, step_size = own_chain(cfg)
-        z = aggregate_posterior(
-            model, data.train_x, fid_n, steps, step_size, amortised=start == "amortised"
-        )
-        out["fid_q"] = fid_at(model, z, data.train_x, extractor)
-    if "recon_amortised" in keys:
-        out["recon_amortised"] = recon_mse(model, data.test_x, **short, start="amortised")
-    if "posterior" in keys:
-        subset = data.test_x[:posterior_n]
-        out["posterior"] = {
-            f"noise-{chain['steps']}": posterior_quality(model, subset, **chain),
-            f"noise-{warm_steps}": posterior_quality(model, subset, **short),
-        }
-        if model.amortiser is not None:
-            out["posterior"][f"amortised-{warm_steps}"] = posterior_quality(
-                model, subset, **short, start="amortised"
-            )
-    return out
-
-
-def time_to_reach(
-    points: list[dict[str, Any]], metric: str, target: float, x: str = "minutes"
-) -> float | None:
-    """``x`` (``minutes`` or ``gflop``) of the first point whose ``metric`` is at most
-    ``target`` (``None``: never)."""
-    return next((p[x] for p in points if p[metric] <= target), None)
-
-
-SUMMED = ("minutes", "gflop", "recon", "recon_amortised", "fid", "fid_q")
-
-
-def over_seeds(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The points of several seeds' runs of one variant, snapshot by snapshot: each value the
-    mean over the seeds, with its standard error in ``<key>_se`` (NaN for one seed); the
-    posterior quality's ``log_joint`` and ``spread`` are means. One seed: its points as they
-    are."""
-    if len(runs) == 1:
-        return runs[0]
-    points = []
-    for same in zip(*runs, strict=False):  # the i-th snapshot of every seed
-        point: dict[str, Any] = {"iteration": same[0]["iteration"], "seeds": len(same)}
-        for key in (k for k in SUMMED if k in same[0]):
-            s = summarize([p[key] for p in same])
-            point[key], point[f"{key}_se"] = s.mean, s.se
-        point["posterior"] = {
-            chain: {
-                k: summarize([p["posterior"][chain][k] for p in same]).mean
-                for k in ("log_joint", "spread")
-            }
-            for chain in same[0]["posterior"]
-        }
-        points.append(point)
-    return points
-
-
-X_LABELS = {"minutes": "training wall time (min)", "gflop": "training operations (GFLOP)"}
-
-
-def _line(ax: Any, points: list[dict[str, Any]], x: str, key: str, fmt: str, label: str) -> None:
-    """One curve of ``key`` against ``x``; with error bars (± one standard error) over seeds."""
-    xs, ys = [p[x] for p in points], [p[key] for p in points]
-    se = [p.get(f"{key}_se", float("nan")) for p in points]
-    if all(e == e for e in se):  # not NaN: several seeds
-        ax.errorbar(xs, ys, yerr=se, fmt=fmt, capsize=3, label=label)
-    else:
-        ax.plot(xs, ys, fmt, label=label)
-
-
-def plot_time_to_quality(
-    curves: dict[str, list[dict[str, Any]]], path: str | Path, x: str = "minutes"
-) -> Path:
-    """Recon MSE and FID against training minutes (``x="gflop"``: operations), one line per
-    label of ``curves``; means with ± one standard error bars when the points hold ``_se``.
-
-    ``curves[label]``: points ``{"minutes", "gflop", "recon", "fid", "fid_q"}`` in order.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (metric, title), ax in zip(
-        (("recon", "test recon MSE"), ("fid", "FID (classifier features)")), axes, strict=True
-    ):
-        for label, points in curves.items():
-            _line(ax, points, x, metric, "o-", label)
-        ax.set_xlabel(X_LABELS[x])
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-        if metric == "fid":  # the generator at samples of the aggregate posterior
-            for label, points in curves.items():
-                _line(ax, points, x, "fid_q", "x:", f"{label}, at q")
-        if metric == "recon":  # the same runs' chains started at their amortisers
-            for label, points in curves.items():
-                if "recon_amortised" in points[0]:
-                    _line(ax, points, x, "recon_amortised", "s--", f"{label}, amortised at test")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_posterior_quality(
-    curves: dict[str, list[dict[str, Any]]], path: str | Path, x: str = "minutes"
-) -> Path:
-    """Mean ``log p(x, z)`` and spread of the chains' final samples against training minutes
-    (``x="gflop"``: operations): one line per run and chain (``curves[label]``: points with
-    ``x`` and ``posterior``)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (key, title), ax in zip(
-        (("log_joint", "mean log p(x, z) (+ const)"), ("spread", "spread of 4 chains")),
-        axes,
-        strict=True,
-    ):
-        for label, points in curves.items():
-            for chain in points[0]["posterior"]:
-                ys = [p["posterior"][chain][key] for p in points]
-                ax.plot([p[x] for p in points], ys, "o-", label=f"{label}: {chain}")
-        ax.set_xlabel(X_LABELS[x])
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
 
 
 def _cell(point: dict[str, Any], key: str, digits: int) -> str:
@@ -539,14 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     print("time_to_quality: training done; evaluating the snapshots", file=sys.stderr)
     first = cfgs[a.variants[0]]
     shape, _ = dataset_info(first.data.name, first.data.size, first.data.holdout)
-    gflop = {v: gflop_at(cfg, shape) for v, cfg in cfgs.items()}  # the same for every seed
+    gflop = {v: cumulative_gflop(cfg, shape) for v, cfg in cfgs.items()}  # the same for every seed
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     for v in cfgs:
         for seed in seeds:
             if (v, seed) in recorded:
                 points = recorded[(v, seed)]
             else:
-                points = _evaluated(
+                points = evaluate_snapshots(
                     seed_dir(a.out, v, seed), a.fid_n, extractor, data, a.warm_steps, a.posterior_n
                 )
             for p in points:

@@ -10,7 +10,7 @@ import pytest
 from latent_ebm.config import num_stages
 from latent_ebm.data import load_dataset
 from latent_ebm.evaluation import recon_mse
-from latent_ebm.experiments import iteration_flops
+from latent_ebm.experiments import curves, iteration_flops
 from latent_ebm.rundir import load_run, read_metrics, snapshots
 from tests.conftest import TINY, load_script
 
@@ -86,7 +86,7 @@ def test_script_end_to_end_and_rerun(ttq, tmp_path, monkeypatch, capsys):
         assert (tmp_path / figure).stat().st_size > 0
 
     # A rerun trains and evaluates nothing again.
-    monkeypatch.setattr(ttq, "fid", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(curves, "fid", lambda *a, **k: pytest.fail("evaluated again"))
     monkeypatch.setattr(ttq, "train", lambda *a, **k: pytest.fail("trained again"))
     assert ttq.main(args) == 0
     assert json.loads((tmp_path / "time_to_quality.json").read_text()) == results
@@ -130,7 +130,7 @@ def test_several_seeds_are_averaged_point_by_point(ttq, tmp_path, monkeypatch, c
     other = tmp_path / "elsewhere"
     again = [*args[2:], "--out", str(other), "--recorded", str(tmp_path / "time_to_quality.json")]
     with monkeypatch.context() as m:
-        m.setattr(ttq, "fid", lambda *a, **k: pytest.fail("evaluated again"))
+        m.setattr(curves, "fid", lambda *a, **k: pytest.fail("evaluated again"))
         m.setattr(ttq, "train", lambda *a, **k: pytest.fail("trained again"))
         assert ttq.main(again) == 0
     assert json.loads((other / "time_to_quality.json").read_text()) == results

@@ -13,6 +13,8 @@
   (``latent-ebm reproduce``);
 - :mod:`~latent_ebm.experiments.comparison`: several runs side by side, grouped over seeds
   (``latent-ebm compare``).
+- :mod:`~latent_ebm.experiments.curves`: quality against training time or operations, a
+  point per kept snapshot, over seeds (``benchmarks/time_to_quality.py``).
 
 The modules are not named after the functions they hold (``bench``, ``reproduce``): the
 re-export below would rebind the package's attribute, so that ``import

@@ -34,7 +34,9 @@ from latent_ebm.train import train_iteration
 __all__ = [
     "Estimate",
     "count_flops",
+    "cumulative_gflop",
     "describe",
+    "equal_time_iters",
     "estimate",
     "format_count",
     "iteration_flops",
@@ -158,6 +160,31 @@ def estimate(cfg: Config, shape: tuple[int, int, int]) -> Estimate:
     flops = {s: iteration_flops(cfg, shape, s, build_model(cfg, shape)) for s in sorted(iters)}
     amortiser = sum(p.numel() for p in model.amortiser.parameters()) if model.amortiser else 0
     return Estimate(generator, prior, ratio_params, dict(sorted(iters.items())), flops, amortiser)
+
+
+def equal_time_iters(base: Config, other: Config, shape: tuple[int, int, int]) -> int:
+    """Iterations of ``other`` with the operations of ``base``'s ``train.iters`` iterations (on
+    images of ``shape``): the length at which ``other`` trains about as long as ``base``."""
+    stages = range(max(num_stages(base), 1))
+    per_base = sum(iteration_flops(base, shape, s) for s in stages)
+    per_other = sum(iteration_flops(other, shape, s) for s in stages)
+    return round(base.train.iters * per_base / per_other)
+
+
+def cumulative_gflop(cfg: Config, shape: tuple[int, int, int]) -> dict[int, float]:
+    """``{iteration: GFLOP}``: the training operations of ``cfg`` (:func:`iteration_flops`, on
+    images of ``shape``) up to each iteration that keeps a snapshot (every
+    ``train.keep_every``, and the last): the x axis of a curve against operations
+    (:mod:`latent_ebm.experiments.curves`)."""
+    stages = max(num_stages(cfg), 1)
+    per = [iteration_flops(cfg, shape, s) / 1e9 for s in range(stages)]
+    iters, keep = cfg.train.iters, cfg.train.keep_every
+    total, out = 0.0, {}
+    for i in range(iters):
+        total += per[min(stage_of(i, iters, num_stages(cfg)), stages - 1)]
+        if (i + 1) % keep == 0 or i + 1 == iters:
+            out[i + 1] = total
+    return out
 
 
 def _stage_lengths(iters: int, stages: int) -> dict[int, int]:
