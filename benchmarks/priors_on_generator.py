@@ -12,15 +12,16 @@ aggregate posterior, so the priors can be compared on one generator, paired by s
         --set adaptive:refit.sampler=chain --fid-n 5000 --out runs/pog
 
 For every run (a generator), the script draws the aggregate posterior once
-(:func:`latent_ebm.refit.refit_rows`, the run's own chain, ``refit.samples``
-rows); every prior of ``--priors`` is built from the run's config with its own settings
-(``kind`` or ``kind-K<stages>``, optionally ``/tag`` to tell two settings of one kind apart),
-re-initialised and refitted on those same rows, and scored by the FID of ``--fid-n`` samples of
-the run's test-time chain (``sample.steps`` of ``sample.step_size``) in classifier features,
-seeded by the run's ``train.seed``. ``--set KEY=VALUE`` applies to every prior, ``--set
-SCOPE:KEY=VALUE`` to the priors whose label or kind is ``SCOPE``. ``gaussian`` is ``N(0, I)``
-(nothing to refit). The ceiling, the FID of the generator at the aggregate posterior rows
-themselves, is reported per run.
+(:func:`latent_ebm.refit.refit_rows`, the run's own chain, ``refit.samples`` rows); every prior
+of ``--priors`` is built from the run's config with its own settings (``kind`` or
+``kind-K<stages>``, optionally ``/tag`` to tell two settings of one kind apart), re-initialised
+and refitted on those same rows (the fit of ``latent-ebm refit``,
+:func:`latent_ebm.experiments.posthoc.refitted`; the command draws its own rows), and scored by
+the FID of ``--fid-n`` samples of the run's test-time chain (``sample.steps`` of
+``sample.step_size``) in classifier features, seeded by the run's ``train.seed``. ``--set
+KEY=VALUE`` applies to every prior, ``--set SCOPE:KEY=VALUE`` to the priors whose label or kind
+is ``SCOPE``. ``gaussian`` is ``N(0, I)`` (nothing to refit). The ceiling, the FID of the
+generator at the aggregate posterior rows themselves, is reported per run.
 
 ``--steps 500`` also scores every prior with chains of 500 steps (a correct prior does not get
 worse with a longer chain). The priors are done one by one, each on every run, in the order
@@ -55,10 +56,11 @@ from latent_ebm.evaluation import fid, fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.figures import draw_stage_curves, points_of
+from latent_ebm.experiments.posthoc import refitted
 from latent_ebm.experiments.stats import CRITERION, beats, paired, summarize
 from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
-from latent_ebm.refit import refit_rows, refit_settings
+from latent_ebm.refit import refit_rows
 from latent_ebm.rundir import CONFIG, load_data, load_run
 
 
@@ -156,14 +158,13 @@ def _fitted(run: str, label: str, sets: list[str], z_q: Any, out: Path) -> tuple
     only when it ran here."""
     cfg, model, _ = load_run(run)
     cfg = validate(apply_overrides(copy.deepcopy(cfg), prior_settings(label, sets)))
-    model.prior = build_prior(cfg).to(model.device)
     path = prior_path(out, run, label)
     if path.exists():
+        model.prior = build_prior(cfg).to(model.device)
         model.prior.load_state_dict(load_weights(path))
         return cfg, model, {}
     t = time.time()
-    refit = refit_settings(cfg)
-    losses = model.prior.refit(z_q, refit, progress=True) if model.prior.refits else []
+    losses = refitted(model, cfg, z_q, progress=True)  # latent-ebm refit's fit ([]: gaussian)
     finite = [x if math.isfinite(x) else None for x in losses]  # no update ran: NaN
     info = {"refit_losses": finite, "refit_s": round(time.time() - t, 1)}
     fits = getattr(model.prior, "last_refit", [])

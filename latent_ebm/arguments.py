@@ -260,6 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
 
+    f = sub.add_parser(
+        "refit",
+        help="fit a prior post hoc on a trained run's generator into a new run directory",
+    )
+    f.add_argument("run", type=Path, help="the trained run whose generator is kept")
+    f.add_argument(
+        "--prior",
+        required=True,
+        metavar="KIND[-K<k>]",
+        help="the prior to fit, e.g. adaptive-K4, tre-K2 or nce (a kind with something to "
+        "refit; -K sets prior.stages)",
+    )
+    f.add_argument("--out", type=Path, required=True, help="the new run directory")
+    _add_set(f, "a prior.*, refit.* or sample.* setting, e.g. refit.steps=16000 (repeatable)")
+    f.add_argument("--force", action="store_true", help="replace --out if it holds a run")
+    f.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    f.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+
     c = sub.add_parser(
         "compare", help="compare runs of one data set: a Markdown table and overlaid curves"
     )

@@ -7,6 +7,7 @@ library function. Every user error is one line ``error: ...`` on stderr and a no
     latent-ebm sample runs/digits --n 64 --method sir
     latent-ebm eval runs/digits --metric fid
     latent-ebm plot runs/digits
+    latent-ebm refit runs/digits --prior tre-K4 --out runs/digits-tre
     latent-ebm compare runs/a runs/b --out runs/compare
     latent-ebm bench --preset svhn --precision bf16 --json bench.json
 """
@@ -249,6 +250,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {result.md_path}, {result.json_path}{figure}")
 
 
+def _cmd_refit(args: argparse.Namespace) -> None:
+    from latent_ebm.experiments.posthoc import refit_run
+
+    r = refit_run(
+        args.run, args.prior, args.out, args.overrides, args.force, args.progress, args.device
+    )
+    losses = ", ".join(f"{v:.4f}" for v in r.losses)
+    print(f"refitted a {r.cfg.prior.kind} prior on {args.run}'s generator (NCE losses {losses})")
+    print(f"wrote {r.run_dir}")
+
+
 def _cmd_compare(args: argparse.Namespace) -> None:
     from latent_ebm.experiments import compare_runs
 
@@ -337,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "plot": _cmd_plot,
         "reproduce": _cmd_reproduce,
+        "refit": _cmd_refit,
         "compare": _cmd_compare,
         "bench": _cmd_bench,
     }

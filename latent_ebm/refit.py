@@ -26,7 +26,14 @@ from latent_ebm.langevin import Cause, Setting, finite_at, remedy
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors.base import Refit
 
-__all__ = ["aggregate_posterior", "own_chain", "refit_prior", "refit_rows", "refit_settings"]
+__all__ = [
+    "aggregate_posterior",
+    "fit_prior",
+    "own_chain",
+    "refit_prior",
+    "refit_rows",
+    "refit_settings",
+]
 
 _INIT, _NOISE, _ORDER = 0, 1, 2  # sub-streams of rng.REFIT for the posterior samples
 
@@ -154,6 +161,21 @@ def refit_prior(
         ]
         fix = remedy(z0, causes, Setting("train.post_step_size", cfg.train.post_step_size))
         raise ChainDivergedError(f"the refit's posterior samples: {e}; {fix}", e.rows) from None
+    return fit_prior(model, z_q, cfg, progress)
+
+
+def fit_prior(
+    model: LatentEBM, z_q: torch.Tensor, cfg: Config, progress: bool = False
+) -> list[float]:
+    """Refit ``model``'s prior on the aggregate-posterior rows ``z_q`` ``(n, nz)``
+    (:func:`refit_rows`) with the settings of ``cfg``'s ``refit`` section; each fitted part's
+    last loss (``[]`` for a prior with nothing to refit).
+
+    Raises:
+        LatentEBMError: the fit diverged, naming the setting to change (as
+            :func:`refit_prior`).
+    """
+    settings = refit_settings(cfg)
     prior = Cause(
         "the refitted prior's log-density",
         model.prior.log_prob,

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from latent_ebm.config.compat import RENAMED, current_keys, old_meanings
 from latent_ebm.config.schema import Config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.files import NotRegularFileError, open_regular, write_atomic
@@ -262,51 +263,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return d
 
 
-# Fields that moved, (section, old name) -> (section, new name): a file written with the old
-# name (a run's config.yaml, a --config file) still loads with the same meaning; a --set
-# override with the old name is refused, naming the new one.
-RENAMED: dict[tuple[str, str], tuple[str, str]] = {
-    ("prior", f"refit_{name}"): ("refit", name)
-    for name in (
-        "steps",
-        "split",
-        "batch",
-        "lr",
-        "samples",
-        "chain_steps",
-        "sampler",
-        "noise",
-        "holdout",
-        "check",
-        "patience",
-    )
-}
-
-
-def current_keys(d: dict[str, Any]) -> dict[str, Any]:
-    """The mapping of sections ``d`` (as a config file holds it) with every field of
-    :data:`RENAMED` under its new name; ``d`` itself is not changed.
-
-    Raises:
-        LatentEBMError: ``d`` names a field by both its old and its new name.
-    """
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    for (section, old), (new_section, new) in RENAMED.items():
-        if not isinstance(out.get(section), dict) or old not in out[section]:
-            continue
-        value = out[section].pop(old)
-        target = out.setdefault(new_section, {})
-        if not isinstance(target, dict):
-            continue  # config_from_dict refuses the section
-        if new in target:
-            raise LatentEBMError(
-                f"config field '{new_section}.{new}' is also given by its old name "
-                f"'{section}.{old}'; keep only {new_section}.{new}"
-            )
-        target[new] = value
-    return out
-
-
 def _from_file(path: Path, d: dict[str, Any], base: Config | None = None) -> Config:
     """:func:`config_from_dict` of a file's mapping (old field names taken under their new
     ones, :func:`current_keys`); its errors name the file."""
@@ -378,32 +334,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
-# Fields added after runs were saved without them, with the value that repeats what those
-# runs did (not the new default): a run's config.yaml keeps meaning what it meant.
-_ABSENT_MEANS = {("refit", "steps"): 0}  # no refit before version 0.3
-
-
 def load_config(path: str | Path) -> Config:
     """Read a ``config.yaml`` written by :func:`save_config`, old field names under their new
     ones (:data:`RENAMED`); a field it lacks because it was written before the field existed
     takes the value that repeats the old behaviour (``refit.steps: 0``), not the new default,
-    and a value whose meaning changed keeps the old one (:func:`_old_warm_steps`)."""
-    d = current_keys(_read_yaml(Path(path)))
-    if isinstance(d.get("prior"), dict):  # a run's config.yaml: every section is written
-        for (section, key), value in _ABSENT_MEANS.items():
-            if isinstance(d.get(section, {}), dict) and key not in d.get(section, {}):
-                d[section] = {**d.get(section, {}), key: value}
-    return _from_file(Path(path), _old_warm_steps(d))
-
-
-def _old_warm_steps(d: dict[str, Any]) -> dict[str, Any]:
-    """``train.warm_steps: 0`` of a run saved before ``train.post_init=amortised`` existed meant
-    ``train.post_steps`` (every such run holds it: it was the default); that is ``null`` now,
-    and 0 means a chain of no step. Only ``amortised`` runs, which are newer, keep a 0 (the
-    validation refuses 0 with ``bank`` and any value with ``noise``, so no newer run of those
-    holds one)."""
-    train = d.get("train")
-    old = isinstance(train, dict) and train.get("post_init", "noise") != "amortised"
-    if old and train.get("warm_steps") == 0:
-        d = {**d, "train": {**train, "warm_steps": None}}
-    return d
+    and a value whose meaning changed keeps the old one (:func:`old_meanings`)."""
+    return _from_file(Path(path), old_meanings(current_keys(_read_yaml(Path(path)))))
