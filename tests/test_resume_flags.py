@@ -6,7 +6,13 @@ import pytest
 
 from latent_ebm.rundir import CONFIG
 
-from .conftest import assert_one_line, assert_same_state, checkpoint_state, train_cli
+from .conftest import (
+    assert_one_line,
+    assert_same_state,
+    checkpoint_state,
+    run_cli,
+    train_cli,
+)
 
 ORIGINAL = ["--preset", "digits", "--seed", "3", "--data-dir", "{tmp}/data"]
 
@@ -47,8 +53,9 @@ def stopped_run(tmp_path, capsys, digits):
         (["--preset", "svhn"], ["--preset svhn", "prior.lr from 0.0002", "5e-05"]),
         (["--data-dir", "{tmp}/other"], ["--data-dir", "data.data_dir from", "other"]),
         (["--holdout", "1"], ["--holdout 1", "data.holdout from None", "to 1"]),
+        (["--tensorboard"], ["--tensorboard ", "train.tensorboard from False", "to True"]),
     ],
-    ids=["set", "seed", "preset", "data-dir", "holdout"],
+    ids=["set", "seed", "preset", "data-dir", "holdout", "tensorboard"],
 )
 def test_flag_that_changes_the_run_is_refused(stopped_run, tmp_path, capsys, change, expected):
     config = (stopped_run / CONFIG).read_bytes()
@@ -56,6 +63,15 @@ def test_flag_that_changes_the_run_is_refused(stopped_run, tmp_path, capsys, cha
     assert_one_line(code, err, "--resume: ", "(the run's config.yaml)", *expected)
     assert (stopped_run / CONFIG).read_bytes() == config  # the run is left as it was
     assert checkpoint_state(stopped_run)["iteration"] == 2
+
+
+def test_flags_left_out_change_nothing(stopped_run, capsys):
+    # Without --preset and --config, the flags given apply to the run's own config: the tiny
+    # --set values and --preset left out are not read as the digits preset's defaults.
+    args = ["train", "--out", stopped_run, "--resume", "--seed", "3", "--no-tensorboard"]
+    code, _, err = run_cli([*args, "--max-iters", "4", "--no-progress", "--no-eval"], capsys)
+    assert code == 0, err
+    assert checkpoint_state(stopped_run)["iteration"] == 4
 
 
 def test_resume_with_force_is_refused(stopped_run, tmp_path, capsys):
