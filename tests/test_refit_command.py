@@ -14,7 +14,7 @@ from latent_ebm.priors import PRIORS
 from latent_ebm.refit import refit_prior
 from latent_ebm.rundir import CONFIG, load_run
 
-from .conftest import assert_one_line, run_cli, tiny_config
+from .conftest import assert_one_line, run_cli, tiny_config, train_cli
 
 OLD_NAMES = {f.name for f in dataclasses.fields(RefitConfig)} - {"source"}
 
@@ -150,6 +150,14 @@ def test_missing_run_existing_out_and_out_equal_to_the_source(tiny_run, tmp_path
     code, _, err = _refit(tiny_run, tmp_path / "nce", capsys, "--prior", "tre", "--force")
     assert code == 0, err
     assert load_config(tmp_path / "nce" / CONFIG).prior.kind == "tre"
+
+
+def test_an_unfinished_run_is_refused(tmp_path, capsys):
+    code, err = train_cli(tmp_path / "run", capsys, "--max-iters", "6")
+    assert code == 0, err
+    code, _, err = _refit(tmp_path / "run", tmp_path / "new", capsys, "--prior", "nce")
+    assert_one_line(code, err, "stopped at iteration 6 of 12", "train --resume")
+    assert not (tmp_path / "new").exists()
 
 
 def test_train_set_with_an_old_refit_key_is_one_line_naming_the_new_key(tmp_path, capsys):

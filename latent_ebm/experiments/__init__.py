@@ -12,7 +12,9 @@
 - :mod:`~latent_ebm.experiments.reproduction`: training and evaluating them, and the table
   (``latent-ebm reproduce``);
 - :mod:`~latent_ebm.experiments.comparison`: several runs side by side, grouped over seeds
-  (``latent-ebm compare``).
+  (``latent-ebm compare``);
+- :mod:`~latent_ebm.experiments.posthoc`: a prior of any kind fitted post hoc on a trained
+  run's generator, written as a new run (``latent-ebm refit``).
 - :mod:`~latent_ebm.experiments.curves`: quality against training time or operations, a
   point per kept snapshot, over seeds (``benchmarks/time_to_quality.py``).
 

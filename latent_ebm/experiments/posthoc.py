@@ -129,7 +129,7 @@ def refit_run(
     prior, at the source's iteration; it is a finished run to evaluate, not one to resume.
 
     Raises:
-        LatentEBMError: ``source`` is not a run, ``out`` is ``source`` or exists without
+        LatentEBMError: ``source`` is not a finished run, ``out`` is ``source`` or exists without
             ``force``, a bad ``prior`` or override (:func:`refit_config`), or the fit diverged
             (nothing is left in ``out``).
     """
@@ -145,6 +145,11 @@ def refit_run(
     cfg = refit_config(src_cfg, prior, list(overrides), str(source.resolve()))
     seen = check_new_run_dir(out, force)
     _, model, state = load_run(source, resolve_device(device, "--device"))
+    if state["iteration"] < src_cfg.train.iters:
+        raise LatentEBMError(
+            f"cannot refit: {source} stopped at iteration {state['iteration']} of "
+            f"{src_cfg.train.iters}; finish it first with latent-ebm train --resume --out {source}"
+        )
     data = load_data(cfg)
     z_q = refit_rows(model, data.train_x, cfg, progress)  # under the source's own prior
     lock = open_run_dir(out, cfg, resume=False, force=force, seen=seen)
