@@ -202,7 +202,7 @@ def test_likelihood_commands_on_a_run(tiny_run, capsys):
     fid = ["eval", tiny_run, "--metric", "fid", "--n", "50", "--method", "smc", "--no-progress"]
     code, out, err = run_cli([*fid, "--features", "classifier2"], capsys)
     assert code == 0, err
-    report = json.loads((tiny_run / "eval" / "fid.json").read_text())
+    report = json.loads((tiny_run / "eval" / "fid-smc-classifier2.json").read_text())
     assert report["features"]["name"] == "classifier2"
     assert 0 < report["settings"]["ess_fraction"] <= 1
     assert report["settings"]["gradient_evaluations"] <= 5  # the run's sample.steps

@@ -88,7 +88,7 @@ class Ran:
 
 @dataclass
 class Place:
-    """Where the commands run: ``tour/`` (the tour, in order), ``quick/`` (the quick start);
+    """Where the commands run: ``tour/`` (the quick start's demo, then the tour, in order);
     ``images`` a folder of PNG files for ``PATH/TO/IMAGES``."""
 
     root: Path
@@ -185,9 +185,9 @@ def makefile_recipe(target: str) -> list[str]:
 
 
 def _make_demo(line: str, place: Place) -> Ran:
-    """Not make (it installs): the demo target's training command, tiny, in ``quick/``."""
+    """Not make (it installs): the demo target's training command, tiny, in ``tour/``."""
     command = next(c for c in makefile_recipe("demo") if c.startswith("latent-ebm train"))
-    return in_process(tiny_train(command.split()[1:]), place.root / "quick")
+    return in_process(tiny_train(command.split()[1:]), place.tour)  # the tour starts from it
 
 
 def _not_run(line: str, place: Place) -> Ran:
@@ -257,7 +257,9 @@ def _check_sample(ran: Ran, place: Place) -> None:
 def _check_eval(ran: Ran, place: Place) -> None:
     _ok(ran)
     metric = ran.args[ran.args.index("--metric") + 1]
-    report = json.loads((place.tour / ran.args[1] / "eval" / f"{metric}.json").read_text())
+    written = place.tour / ran.out.strip().rsplit(" -> ", 1)[1]  # the report it names
+    assert written.parent == place.tour / ran.args[1] / "eval"
+    report = json.loads(written.read_text())
     assert report["metric"] == metric and report["iteration"] == ITERS
     assert math.isfinite(report["value"])
     if metric == "fid":
@@ -318,7 +320,7 @@ def _check_demo(ran: Ran, place: Place) -> None:
     _ok(ran)
     command = " ".join(ran.args)
     assert "--preset digits" in command and "--out runs/digits" in command
-    run = place.root / "quick/runs/digits"
+    run = place.tour / "runs/digits"
     for name in ("samples.png", "reconstructions.png", "transition.png", "nce_loss.png"):
         assert (run / name).stat().st_size > 0
     assert read_metrics(run) and checkpoint_state(run)["iteration"] == ITERS
@@ -385,8 +387,7 @@ def readme_runs(tmp_path_factory) -> dict:
     for i in range(60):  # 54 train, 6 test; not square: cropped to their centre
         Image.fromarray(gen.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
     place = Place(root, images)
-    for sub in ("tour", "quick"):
-        (root / sub).mkdir()
+    (root / "tour").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LATENT_EBM_CACHE", str(root / "cache"))  # the FID classifiers
         for line in readme_commands():

@@ -243,7 +243,9 @@ def evaluate_run(
     samples: int = 1000,
 ) -> dict[str, Any]:
     """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
-    (``name`` defaults to the metric; e.g. ``fid500`` keeps a 500-step FID beside ``fid``).
+    (``name`` defaults to the metric, for ``fid`` followed by ``-<method>`` other than
+    ``langevin`` and ``-<features>`` other than ``classifier``, e.g. ``fid-smc-classifier2``;
+    ``name="fid500"`` keeps a 500-step FID beside ``fid``).
 
     ``checkpoint``: ``last`` (``checkpoint.pt``) or ``best`` (``best.pt``, kept by
     ``train.keep_best=fid``; the report's name then defaults to ``<metric>-best``).
@@ -341,6 +343,9 @@ def evaluate_run(
     report.update(METRICS[metric](request))
     report["wall_time_s"] = round(time.perf_counter() - t0, 2)
     default = metric + ("" if start == "noise" else f"-{start}")
+    if metric == "fid":  # one report per sampler and feature network: none overwrites another
+        default += "" if method == "langevin" else f"-{method}"
+        default += "" if features == "classifier" else f"-{features}"
     default += "" if checkpoint == "last" else f"-{checkpoint}"
     default += sharpen_suffix(sharpen)
     path = write_report(run_dir, name or default, report)
