@@ -15,7 +15,8 @@ For each (run, prior): ``log Z_k`` of every stage with its standard error and sm
 the NLL of every stage, and the FID of ``--fid-n`` SMC samples at the budget of the run's
 test-time chain (``sample.steps`` gradient evaluations), beside the chain's FID that
 ``priors_on_generator`` recorded. Resumable (``OUT/likelihood.jsonl``); writes
-``OUT/likelihood.md`` and ``OUT/likelihood.json`` (``--table``: only those).
+``OUT/likelihood.md``, ``OUT/likelihood.json`` and ``OUT/likelihood.png`` (every stage's NLL of
+each multi-stage prior) (``--table``: only those).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from latent_ebm.evaluation import fid
 from latent_ebm.evaluation.likelihood import prior_nll, prior_normalisers
 from latent_ebm.evaluation.metrics import posterior_samples
 from latent_ebm.evaluation.request import SMCSettings
+from latent_ebm.experiments.figures import draw_stage_curves, points_of
 from latent_ebm.experiments.stats import CRITERION, paired, summarize
 from latent_ebm.priors.gaussian import GaussianPrior
 from latent_ebm.rundir import load_run
@@ -65,6 +67,7 @@ def measure(out: Path, run: str, labels: list[str], fid_n: int, done: dict, save
             "run": run,
             "label": label,
             "stages": prior_nll(model.prior, z, norm),
+            "converged": norm.converged,
         }
         if fid_n:
             row["fid_smc"] = fid(
@@ -77,13 +80,25 @@ def measure(out: Path, run: str, labels: list[str], fid_n: int, done: dict, save
         print(f"{run} {label}: prior NLL {row['stages'][-1]['nll']:.3f}", file=sys.stderr)
 
 
+def converged(row: dict) -> bool:
+    """The row's ``converged`` (:class:`~latent_ebm.evaluation.likelihood.Normalisers`), or,
+    for a row written before it was kept, the same rule on its stages' drift and standard
+    error (the drift's standard error taken as ``sqrt(2)`` times the estimate's)."""
+    if "converged" in row:
+        return bool(row["converged"])
+    return all(
+        abs(s["drift"]) <= 0.1 + 3 * 2**0.5 * s["log_z_se"] and s["log_z_se"] <= 0.25
+        for s in row["stages"]
+    )
+
+
 def table(done: dict, chain: dict, labels: list[str], runs: list[str]) -> list[str]:
     """Each prior's NLL and ``log Z_K`` over the runs, against the first label, paired."""
     first = labels[0]
     lines = [
         f"| prior | runs | prior NLL (↓) | vs {first}, paired | verdict (lower) | log Z_K | "
-        "smallest ESS / N | FID, chain | FID, SMC at equal cost |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "smallest ESS / N | log Z converged (runs) | FID, chain | FID, SMC at equal cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
         have = [r for r in runs if (r, label) in done]
@@ -101,7 +116,7 @@ def table(done: dict, chain: dict, labels: list[str], runs: list[str]) -> list[s
         last = [done[(r, label)]["stages"][-1] for r in have]
         cells += [summarize([s["log_z"] for s in last]).format(2)]
         ess = [min(s["ess"] for s in done[(r, label)]["stages"]) for r in have]
-        cells += [summarize(ess).format(3)]
+        cells += [summarize(ess).format(3), f"{sum(converged(done[(r, label)]) for r in have)}"]
         fids = [chain[(r, label)]["fid"] for r in have if (r, label) in chain]
         cells += [summarize(fids).format(2) if fids else "-"]
         smc = [done[(r, label)]["fid_smc"] for r in have if "fid_smc" in done[(r, label)]]
@@ -116,6 +131,19 @@ def table(done: dict, chain: dict, labels: list[str], runs: list[str]) -> list[s
             lines.append(f"| {label} | {k} | {nll} | "
                          f"{summarize([s[k]['log_z'] for s in have]).format(2)} |")  # fmt: skip
     return [*lines, "", f"Paired: as `paired` in the package. Unpaired: {CRITERION}"]
+
+
+def figure(done: dict, labels: list[str], runs: list[str], path: Path) -> Path:
+    """Each multi-stage prior's NLL at every stage ``k``, mean ± SE over the runs: on one
+    generator, stage 0 is ``N(0, I)`` for all, so the curves share their first point."""
+    curves = {}
+    for label in labels:
+        have = [done[(r, label)]["stages"] for r in runs if (r, label) in done]
+        if have and len(have[0]) > 2:
+            by_stage = {k: [s[k]["nll"] for s in have] for k in range(len(have[0]))}
+            curves[label] = points_of(by_stage)
+    title = f"Priors refitted on the same generators ({len(runs)} runs; bars ± 1 SE)"
+    return draw_stage_curves([("prior NLL of stage k, nats", curves)], title, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"Command: `{command}`", "", *table(done, read_results(a.out), a.priors, a.runs)]
     write_text_file(a.out / "likelihood.md", "\n".join(md) + "\n")
     write_text_file(a.out / "likelihood.json", json.dumps(list(done.values()), indent=1))
+    figure(done, a.priors, a.runs, a.out / "likelihood.png")
     print("\n".join(md))
     return 0
 

@@ -43,7 +43,8 @@ def test_end_to_end_table(runs, tmp_path, monkeypatch):
     nll = [results["nce"][s]["nll"]["value"] for s in ("0", "1")]
     table = out.with_suffix(".md").read_text()
     mean, se = sum(nll) / 2, abs(nll[0] - nll[1]) / 2  # SE of two values: |a - b| / 2
-    assert f"| nce | 2 | {mean:.2f} ± {se:.2f} |" in table
+    ok = sum(results["nce"][s]["prior-nll"]["converged"] for s in ("0", "1"))
+    assert f"| nce | 2 | {ok} of 2 | {mean:.2f} ± {se:.2f} |" in table
     assert out.with_suffix(".png").stat().st_size > 0
     # A rerun reads the reports: nothing is evaluated again.
     monkeypatch.setattr(script, "evaluate_run", lambda *a, **k: pytest.fail("recomputed"))
