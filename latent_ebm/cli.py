@@ -216,6 +216,14 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "n")}
     grid, npz = sample_run(args.run, args.n, **options)
     print(f"wrote {grid} and {npz} ({args.n} images, {args.method})")
+    if args.method == "smc":
+        import numpy as np
+
+        with np.load(npz) as f:
+            print(
+                f"SMC: effective sample size {f['ess'].sum():.0f} of {args.n} before the final "
+                f"resampling, {int(f['gradient_evaluations'])} gradient evaluations per sample"
+            )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,6 +200,9 @@ def test_likelihood_commands_on_a_run(tiny_run, capsys):
         ["sample", tiny_run, "--n", "16", "--method", "smc", "--no-progress"], capsys
     )
     assert code == 0 and (tiny_run / "samples" / "smc.npz").exists(), err
+    with np.load(tiny_run / "samples" / "smc.npz") as f:
+        assert 1 <= f["ess"].sum() <= 16 and int(f["gradient_evaluations"]) <= 5
+    assert "SMC: effective sample size" in out
     fid = ["eval", tiny_run, "--metric", "fid", "--n", "50", "--method", "smc", "--no-progress"]
     code, out, err = run_cli([*fid, "--features", "classifier2"], capsys)
     assert code == 0, err

@@ -311,6 +311,7 @@ def sample_run(
     options = "--n and " + ("--proposals" if method == "sir" else "--steps")
     chain_steps = cfg.sample.steps if steps is None else steps
     check_sampling(model, n, chain_steps, method=method, proposals=proposals, options=options)
+    diagnostics: list[dict[str, float]] = []
     z = sample_latents(
         model,
         n,
@@ -320,9 +321,13 @@ def sample_run(
         proposals=proposals,
         seed=seed,
         progress=progress,
+        diagnostics=diagnostics,
     )
     images = model.decode(z)
     grid = save_grid(images, prefix.with_suffix(".png"))
     arrays = {"images": to_uint8(images).numpy(), "z": z.cpu().numpy()}
+    if diagnostics:  # smc: each batch's final ESS, and the budget per sample
+        arrays["ess"] = np.array([d["ess"] for d in diagnostics])
+        arrays["gradient_evaluations"] = np.array(diagnostics[0]["gradient_evaluations"])
     npz = _write_file(prefix.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
     return grid, npz
