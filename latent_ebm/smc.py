@@ -162,6 +162,27 @@ def _check(nz: int, particles: int, moves: int, step_size: float, ess_threshold:
         raise LatentEBMError(f"SMC ESS threshold {ess_threshold} must lie in [0, 1]; pass e.g. 0.5")
 
 
+def _result(
+    log_z: list[float],
+    ess: list[float],
+    resampled: list[bool],
+    acceptance: list[float],
+    z: torch.Tensor,
+    log_w: torch.Tensor,
+    steps: list[int] | None = None,
+) -> SMCResult:
+    """The :class:`SMCResult` of per-stage lists, the final particles and their log-weights."""
+    return SMCResult(
+        log_z=torch.tensor(log_z, dtype=torch.float64),
+        ess=torch.tensor(ess, dtype=torch.float64),
+        resampled=torch.tensor(resampled),
+        acceptance=torch.tensor(acceptance, dtype=torch.float64),
+        particles=z.detach(),
+        weights=torch.softmax(log_w, 0),
+        steps=None if steps is None else torch.tensor(steps),
+    )
+
+
 def _finite(values: torch.Tensor, particles: int, nz: int, k: int) -> torch.Tensor:
     """A stage's log-ratio values ``(N,)`` in float64, or a one-line error."""
     inc = values.detach().to(torch.float64)
@@ -258,14 +279,7 @@ def smc_log_normalisers(
         ess.append(ess_k)
         resampled.append(resample)
         acceptance.append(rate)
-    return SMCResult(
-        log_z=torch.tensor(log_z, dtype=torch.float64),
-        ess=torch.tensor(ess, dtype=torch.float64),
-        resampled=torch.tensor(resampled),
-        acceptance=torch.tensor(acceptance, dtype=torch.float64),
-        particles=z.detach(),
-        weights=torch.softmax(log_w, 0),
-    )
+    return _result(log_z, ess, resampled, acceptance, z, log_w)
 
 
 def smc_log_z(
@@ -358,15 +372,7 @@ def smc_adaptive(
         resampled.append(any_resample)
         acceptance.append(math.fsum(rates) / len(rates))
         steps.append(n)
-    return SMCResult(
-        log_z=torch.tensor(log_z, dtype=torch.float64),
-        ess=torch.tensor(ess, dtype=torch.float64),
-        resampled=torch.tensor(resampled),
-        acceptance=torch.tensor(acceptance, dtype=torch.float64),
-        particles=z.detach(),
-        weights=torch.softmax(log_w, 0),
-        steps=torch.tensor(steps),
-    )
+    return _result(log_z, ess, resampled, acceptance, z, log_w, steps)
 
 
 def _tempering_step(log_w: torch.Tensor, values: torch.Tensor, most: float, target: float) -> float:
