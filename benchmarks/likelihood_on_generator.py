@@ -142,7 +142,7 @@ def figure(done: dict, labels: list[str], runs: list[str], path: Path) -> Path:
         if have and len(have[0]) > 2:
             by_stage = {k: [s[k]["nll"] for s in have] for k in range(len(have[0]))}
             curves[label] = points_of(by_stage)
-    title = f"Priors refitted on the same generators ({len(runs)} runs; bars ± 1 SE)"
+    title = f"Same generators, {len(runs)} runs (± 1 SE)"
     return draw_stage_curves([("prior NLL of stage k, nats", curves)], title, path)
 
 
