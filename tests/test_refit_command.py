@@ -12,7 +12,7 @@ from latent_ebm.config import RefitConfig, apply_overrides, load_config, save_co
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.priors import PRIORS
 from latent_ebm.refit import refit_prior
-from latent_ebm.rundir import CONFIG, load_run
+from latent_ebm.rundir import CHECKPOINT, CONFIG, load_run
 
 from .conftest import assert_one_line, run_cli, tiny_config, train_cli
 
@@ -92,6 +92,10 @@ def test_refit_writes_a_run_that_eval_sample_plot_and_compare_read(tiny_run, tmp
     code, printed, err = run_cli(["compare", tiny_run, out, "--out", tmp_path / "cmp"], capsys)
     assert code == 0, err
     assert (tmp_path / "cmp" / "compare.md").exists()
+    before = (out / CHECKPOINT).read_bytes()
+    code, _, err = run_cli(["train", "--out", out, "--resume", "--no-progress"], capsys)
+    assert_one_line(code, err, "is a prior refitted on", "no training to resume")
+    assert (out / CHECKPOINT).read_bytes() == before
 
 
 def test_the_command_fits_what_refit_prior_fits_with_the_same_settings(
