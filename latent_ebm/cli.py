@@ -323,9 +323,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _interrupting_signals() -> Iterator[None]:
-    """Within: SIGINT and SIGTERM raise ``KeyboardInterrupt`` (naming the signal), as Ctrl-C
-    does by default; without it SIGTERM would kill the process with status 143. A signal the
+def _interrupting_signals(handler: typing.Callable[[int, typing.Any], None]) -> Iterator[None]:
+    """Within: SIGINT and SIGTERM go to ``handler``; :func:`_interrupt` raises
+    ``KeyboardInterrupt`` (naming the signal), as Ctrl-C does by default (without it SIGTERM
+    would kill the process with status 143). A signal the
     caller ignores (``SIG_IGN``) stays ignored; outside the main thread nothing changes. The
     training loop defers them to the end of an iteration (:func:`distributed.catch_signals`).
     """
@@ -333,7 +334,7 @@ def _interrupting_signals() -> Iterator[None]:
     try:
         for s in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(s) is not signal.SIG_IGN:
-                old[s] = signal.signal(s, _interrupt)
+                old[s] = signal.signal(s, handler)
     except ValueError:  # not the main thread
         pass
     try:
@@ -341,6 +342,16 @@ def _interrupting_signals() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _import_torch() -> str | None:
+    """Import torch with SIGINT and SIGTERM held back; return the name of one that came
+    meanwhile (raised inside torch's native import, it would abort the process, a C++
+    terminate, instead of unwinding)."""
+    came: list[str] = []
+    with _interrupting_signals(lambda n, _: came.append(signal.Signals(n).name)):
+        import torch  # noqa: F401
+    return came[0] if came else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
     }
     try:
-        with _interrupting_signals():
+        with _interrupting_signals(_interrupt):
+            if came := _import_torch():
+                raise KeyboardInterrupt(came)
             warnings.formatwarning = _warning_line  # type: ignore[assignment]
             args = build_parser().parse_args(argv)
             commands[args.command](args)

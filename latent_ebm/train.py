@@ -92,11 +92,7 @@ def train(
     seen = None  # what a new run's out held when checked: all that --force may delete
     if resume:
         cfg = distributed.main_only(rundir.read_run_config, out)
-        if cfg.refit.source is not None:  # written by `latent-ebm refit`: never trained here
-            raise LatentEBMError(
-                f"{out} is a prior refitted on {cfg.refit.source} (latent-ebm refit): it has no "
-                "training to resume; resume the source run, or refit it again with --force"
-            )
+        rundir.check_trained_here(cfg, out)
     else:
         assert cfg is not None, "a new run needs a config"
         validate(cfg)

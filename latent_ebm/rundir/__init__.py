@@ -94,7 +94,7 @@ from latent_ebm.rundir.logs import (
     write_metrics_line,
     write_report,
 )
-from latent_ebm.rundir.resume import resume_change
+from latent_ebm.rundir.resume import check_trained_here, resume_change
 
 __all__ = [
     "BEST",
@@ -112,6 +112,7 @@ __all__ = [
     "check_new_run_dir",
     "check_not_foreign",
     "check_run_dir",
+    "check_trained_here",
     "check_writable_file",
     "checkpoint_file",
     "clean_temporaries",

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from latent_ebm.config import (
+    Config,
     apply_overrides,
     config_to_dict,
     keep_holdout_snapshots,
     resolve_config,
 )
+from latent_ebm.errors import LatentEBMError
 from latent_ebm.rundir.layout import read_run_config
 
-__all__ = ["resume_change"]
+__all__ = ["check_trained_here", "resume_change"]
 
 
 def resume_change(
@@ -60,3 +62,17 @@ def _same_value(field: str, was: Any, now: Any) -> bool:
     if field == "data.data_dir" and isinstance(was, str) and isinstance(now, str):
         return Path(was).expanduser().resolve() == Path(now).expanduser().resolve()
     return now == was
+
+
+def check_trained_here(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume a run that ``latent-ebm refit`` wrote (``refit.source`` set): it was
+    never trained here, so it has nothing to resume.
+
+    Raises:
+        LatentEBMError: naming the source run.
+    """
+    if cfg.refit.source is not None:
+        raise LatentEBMError(
+            f"{run_dir} is a prior refitted on {cfg.refit.source} (latent-ebm refit): it has no "
+            "training to resume; resume the source run, or refit it again with --force"
+        )
