@@ -30,7 +30,7 @@ from latent_ebm.errors import LatentEBMError
 from latent_ebm.langevin import mala
 from latent_ebm.model import LatentEBM
 from latent_ebm.priors import Prior
-from latent_ebm.smc import Path, smc_log_normalisers, stages, systematic_resample, tempered
+from latent_ebm.smc import Path, smc_log_normalisers, stages, systematic_resample
 
 __all__ = [
     "METHODS",
@@ -92,19 +92,10 @@ def resample(logw: torch.Tensor, n: int, generator: torch.Generator) -> torch.Te
 
 def prior_path(prior: Prior, temperatures: int) -> tuple[Path, int]:
     """The SMC path of ``prior`` from ``N(0, I)`` (:mod:`latent_ebm.smc`) and its number of
-    stages ``K``: its ratios' stages (:meth:`~latent_ebm.priors.Prior.stage_log_ratios`),
-    ``temperatures`` path steps each, or, for a prior that is not a product of ratios
-    (``lebm``), one stage annealed in ``beta`` over ``temperatures`` equal steps. Stage
-    ``k``'s density is the path's step ``k * temperatures``."""
+    stages ``K``: its :meth:`~latent_ebm.priors.Prior.stage_log_ratios`, ``temperatures``
+    path steps each; stage ``k``'s density is the path's step ``k * temperatures``."""
     ratios = prior.stage_log_ratios()
-    if ratios is not None:
-        return stages(ratios, temperatures), len(ratios)
-
-    def relative(z: torch.Tensor) -> torch.Tensor:  # log p(z) - log N(z; 0, I), + const
-        return prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)
-
-    betas = [j / temperatures for j in range(temperatures + 1)]
-    return tempered(relative, betas), 1
+    return stages(ratios, temperatures), len(ratios)
 
 
 def smc_schedule(num_stages: int, steps: int) -> tuple[int, int]:
@@ -131,7 +122,7 @@ def smc_samples(
         effective sample size of the final weights, ``n`` for ``N(0, I)``, whose draws are
         exact), ``temperatures``, ``moves`` and ``gradient_evaluations`` per sample.
     """
-    _, k = prior_path(prior, 1)
+    k = len(prior.stage_log_ratios())
     if k == 0:
         z = torch.randn((n, prior.nz), generator=generator, device=generator.device)
         return z, {"ess": float(n), "temperatures": 0, "moves": 0, "gradient_evaluations": 0}

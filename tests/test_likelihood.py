@@ -42,7 +42,7 @@ class _Toy(Prior):
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device for the SMC runs
 
     def stage_log_ratios(self):
-        return self._ratios
+        return super().stage_log_ratios() if self._ratios is None else self._ratios
 
     def log_prob(self, z):
         rel = self._relative(z) if self._ratios is None else sum(f(z) for f in self._ratios)

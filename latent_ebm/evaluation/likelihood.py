@@ -112,8 +112,6 @@ def prior_normalisers(
     """
     settings.check()
     ratios = prior.stage_log_ratios()
-    if ratios is None:  # one stage: the prior's log-density relative to N(0, I), annealed
-        ratios = [lambda z: prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)]
     if not ratios:
         zero = torch.zeros(1, dtype=torch.float64)
         one = torch.ones(1, dtype=torch.float64)
@@ -162,12 +160,8 @@ def prior_log_densities(prior: Prior, z: torch.Tensor, log_z: torch.Tensor) -> t
     """``log p_k(z)``, normalised, for every stage ``k`` of ``log_z`` ``(K + 1,)``:
     ``(K + 1, N)`` float64, ``z`` ``(N, nz)``."""
     base = -0.5 * z.pow(2).sum(-1).double() - 0.5 * z.shape[1] * math.log(2 * math.pi)
-    ratios = prior.stage_log_ratios()
     with torch.no_grad():
-        if ratios is None:  # one stage: the prior itself
-            parts = [(prior.log_prob(z) + 0.5 * z.pow(2).sum(-1)).double()]
-        else:
-            parts = [f(z).double() for f in ratios]
+        parts = [f(z).double() for f in prior.stage_log_ratios()]
     rows = [base]
     for f in parts:
         rows.append(rows[-1] + f)

@@ -128,13 +128,13 @@ class Prior(nn.Module):
         """``(B, nz)`` -> ``(B,)``: log density of the prior learned so far, up to a constant."""
         raise NotImplementedError
 
-    def stage_log_ratios(self) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
+    def stage_log_ratios(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """The log-ratios ``f_1..f_n``, in stage order, whose product with ``N(0, I)`` is this
-        prior (``[]`` for ``N(0, I)`` itself): the path along which its normalising constant
-        is estimated (:mod:`latent_ebm.smc`). ``None`` (the default) where the prior is not
-        such a product: its constant is then annealed along ``exp(beta f)``, ``f`` being
-        :meth:`log_prob` relative to ``N(0, I)``."""
-        return None
+        prior: the path along which its normalising constant is estimated
+        (:mod:`latent_ebm.smc`). By default one stage, the prior's whole log-density relative
+        to ``N(0, I)`` (annealed in ``beta`` by the path, as for ``lebm``); the ratio priors
+        give their ratios, ``N(0, I)`` none."""
+        return [lambda z: self.log_prob(z) - gaussian_log_prob(z)]
 
     def inference_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """The prior that the training-time posterior chains sample under (default: current)."""
