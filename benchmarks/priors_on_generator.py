@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from latent_ebm.config import apply_overrides, load_config, validate
-from latent_ebm.evaluation import fid, fid_at
+from latent_ebm.evaluation import fid_at
 from latent_ebm.evaluation.classifier import classifier_features
 from latent_ebm.evaluation.metrics import reference_stats
 from latent_ebm.experiments.figures import draw_stage_curves, points_of
@@ -62,6 +62,7 @@ from latent_ebm.files import load_weights, save_atomic
 from latent_ebm.priors import PRIORS, build_prior
 from latent_ebm.refit import refit_rows
 from latent_ebm.rundir import CONFIG, load_data, load_run
+from latent_ebm.sampling import sample_latents
 
 
 def script_command(script: str, argv: list[str] | None) -> str:
@@ -181,17 +182,23 @@ def _key(steps: int, cfg: Any) -> str:
     return "fid" if steps == cfg.sample.steps else f"fid{steps}"
 
 
-def scoring_context(cfg: Any) -> dict[str, Any]:
+def scoring_context(cfg: Any, networks: Sequence[str] = ("classifier",)) -> dict[str, Any]:
     """What every FID of the runs of one data set shares: the training images (``train_x``),
-    the classifier features (``ext``) and their reference statistics (``ref``); and the test
-    images (``test_x``)."""
+    for each feature network of ``networks`` its features and their reference statistics
+    (``spaces``: network -> (features, reference); the first also as ``ext`` and ``ref``); and
+    the test images (``test_x``)."""
     data = load_data(cfg)
-    ext = classifier_features(data, progress=True)
+    spaces = {}
+    for network in networks:
+        ext = classifier_features(data, progress=True, network=network)
+        spaces[network] = (ext, reference_stats(data.train_x, ext, 500, True))
+    ext, ref = spaces[networks[0]]
     return {
         "train_x": data.train_x,
         "test_x": data.test_x,
         "ext": ext,
-        "ref": reference_stats(data.train_x, ext, 500, True),
+        "ref": ref,
+        "spaces": spaces,
     }
 
 
@@ -202,22 +209,24 @@ def read_results(out: Path) -> dict[tuple[str, str | None], dict]:
     return {(r["run"], r["label"]): r for r in map(json.loads, lines)}
 
 
+def _suffix(network: str) -> str:
+    """What a FID's result key adds for its feature ``network``: nothing for ``classifier``
+    (the tables' FID), ``_<network>`` for another."""
+    return "" if network == "classifier" else f"_{network}"
+
+
 def scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[str, float]:
     """FID of ``n`` samples of the test-time chain for each number of ``steps`` (keys
-    :func:`_key`)."""
+    :func:`_key`), in every feature space of ``ctx["spaces"]`` (the same samples; a space
+    other than ``classifier`` adds its name to the key, e.g. ``fid_classifier2``)."""
     out = {}
     for k in steps:
-        out[_key(k, cfg)] = fid(
-            model,
-            ctx["train_x"],
-            ctx["ext"],
-            n=n,
-            seed=cfg.train.seed,
-            progress=True,
-            reference=ctx["ref"],
-            steps=k,
-            step_size=cfg.sample.step_size,
+        z = sample_latents(
+            model, n, seed=cfg.train.seed, progress=True, steps=k, step_size=cfg.sample.step_size
         )
+        for network, (ext, ref) in ctx["spaces"].items():
+            key = _key(k, cfg) + _suffix(network)
+            out[key] = fid_at(model, z, ctx["train_x"], ext, reference=ref)
     return out
 
 
@@ -227,10 +236,12 @@ def table(
     runs: list[str],
     ceilings: dict,
     extra: Sequence[str] = (),
+    key: str = "fid",
 ) -> list[str]:
-    """The Markdown: each prior's FID over the runs, and against the first prior; then the
-    FIDs at the ``extra`` chain lengths (keys ``fid<steps>``) and their ratio to ``fid``."""
-    by = {(r["run"], r["label"]): r["fid"] for r in results}
+    """The Markdown: each prior's FID (result ``key``) over the runs, and against the first
+    prior; then the FIDs at the ``extra`` chain lengths (keys ``fid<steps>``) and their ratio
+    to ``fid``; then the ceiling (``key`` ``fid`` only)."""
+    by = {(r["run"], r["label"]): r[key] for r in results if key in r}
     first = {run: by[(run, labels[0])] for run in runs if (run, labels[0]) in by}
     lines = [
         f"| prior | n | FID (mean ± SE) | per run | vs {labels[0]}, paired (mean ± SE of "
@@ -267,6 +278,8 @@ def table(
                 cells.append(summarize([r[k] for r in row]).format(2))
                 cells.append(summarize([r[k] / r["fid"] for r in row]).format(3))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if key != "fid":
+        return lines
     c = summarize([ceilings[run] for run in runs])
     lines += [
         "",
@@ -289,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, nargs="+", default=[], help="also FID at these chain lengths"
     )
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--classifier2",
+        action="store_true",
+        help="also the FID in classifier2 features, on the same samples (key fid_classifier2)",
+    )
     ap.add_argument(
         "--curve",
         action="append",
@@ -313,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
 
+    networks = ("classifier", "classifier2") if a.classifier2 else ("classifier",)
     ctx: dict[str, Any] = {}
     z_qs: dict[str, Any] = {}
 
@@ -321,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if run not in z_qs:
             cfg, model, _ = load_run(run)
             if not ctx:
-                ctx.update(scoring_context(cfg))
+                ctx.update(scoring_context(cfg, networks))
             z_qs[run] = refit_rows(model, ctx["train_x"], cfg, progress=True)
             if (run, None) not in results:
                 c = fid_at(model, z_qs[run], ctx["train_x"], ctx["ext"], reference=ctx["ref"])
@@ -334,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(Path(run) / CONFIG)  # the config only: no checkpoint to load
             steps = [cfg.sample.steps, *a.steps]
             old = results.get((run, label), {"run": run, "label": label})
-            wanted = [k for k in steps if _key(k, cfg) not in old]
+            wanted = [
+                k for k in steps if any(_key(k, cfg) + _suffix(f) not in old for f in networks)
+            ]
             if (run, None) in results and not wanted:
                 continue
             cfg, model, info = _fitted(run, label, a.set, z_q(run), a.out)
@@ -348,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     command = script_command(__file__, argv)
     extra = [f"fid{s}" for s in a.steps]
     md = [f"Command: `{command}`", "", *table(scored, a.priors, a.runs, ceilings, extra)]
+    if any("fid_classifier2" in r for r in scored):
+        md += [
+            "",
+            "The same samples in classifier2 features (`--classifier2`):",
+            "",
+            *table(scored, a.priors, a.runs, ceilings, key="fid_classifier2"),
+        ]
     (a.out / "priors_on_generator.md").write_text("\n".join(md) + "\n")
     (a.out / "priors_on_generator.json").write_text(
         json.dumps(

@@ -102,14 +102,14 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
 
     # A rerun refits and scores nothing again and writes the same table.
     with monkeypatch.context() as m:
-        m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored again"))
+        m.setattr(pog, "sample_latents", lambda *a, **k: pytest.fail("scored again"))
         m.setattr(pog, "refit_rows", lambda *a, **k: pytest.fail("sampled again"))
         assert pog.main(args) == 0
     assert (out / "priors_on_generator.md").read_text() == md
 
     # --table: the table of what is done; a prior not fitted yet is left out, nothing runs.
     with monkeypatch.context() as m:
-        m.setattr(pog, "fid", lambda *a, **k: pytest.fail("scored"))
+        m.setattr(pog, "sample_latents", lambda *a, **k: pytest.fail("scored"))
         assert pog.main([*args[:2], "--priors", "gaussian", "nce", "--table", *args[6:]]) == 0
     assert "| gaussian | 2 |" in (out / "priors_on_generator.md").read_text()
     assert "| nce |" not in (out / "priors_on_generator.md").read_text()
@@ -127,6 +127,20 @@ def test_script_known_answers_and_rerun(pog, tmp_path, monkeypatch, capsys):
     )
     assert again[(runs[1], "adaptive-K2")]["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
     assert "| 9 steps | ratio to FID |" in (out / "priors_on_generator.md").read_text()
+
+    # --classifier2: the same samples also in the second network's features, on the kept
+    # priors; the classifier FID is unchanged.
+    assert pog.main([*args, "--classifier2"]) == 0
+    c2 = {
+        (r["run"], r["label"]): r
+        for r in json.loads((out / "priors_on_generator.json").read_text())["results"]
+    }
+    ext2 = classifier_features(data, network="classifier2")
+    assert c2[(runs[1], "adaptive-K2")]["fid_classifier2"] == pytest.approx(
+        fid(model, data.train_x, ext2, n=100, seed=1, **chain), rel=1e-6
+    )
+    assert c2[(runs[1], "adaptive-K2")]["fid"] == by[(runs[1], "adaptive-K2")]["fid"]
+    assert "in classifier2 features" in (out / "priors_on_generator.md").read_text()
 
     # benchmarks/memorisation.py on the kept priors: the ratio recomputed by the library.
     memo = load_script("memorisation")
