@@ -70,6 +70,7 @@ def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from latent_ebm.config import PRESETS
+    from latent_ebm.config.recipes import DEFAULT_RECIPE, RECIPES
     from latent_ebm.precision import PRECISIONS
 
     parser = _Parser(
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="delete an existing run in --out first")
     t.add_argument("--max-iters", type=int, help="stop after this many iterations in all")
     t.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    t.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help=f"shorthand for --set train.recipe=NAME (default {DEFAULT_RECIPE}; paper: "
+        "Algorithm 1 as the paper runs it, no refit); a field set by hand still wins",
+    )
     t.add_argument("--data-dir", type=Path, help="folder of the data files")
     t.add_argument(
         "--holdout",

@@ -67,7 +67,7 @@ def _train_config(args: argparse.Namespace) -> Config | None:
     run with its own ``config.yaml``.
 
     ``--resume`` accepts the command that started the run, repeated: its config flags
-    (``--preset``, ``--config``, ``--set``, ``--seed``, ``--data-dir``, ``--holdout``,
+    (``--preset``, ``--config``, ``--set``, ``--seed``, ``--recipe``, ``--data-dir``, ``--holdout``,
     ``--tensorboard``) are resolved as a new run resolves them (without ``--preset`` and
     ``--config``, on the run's ``config.yaml`` rather than the default preset: leaving out a
     flag changes nothing) and must give the run's ``config.yaml`` field for field. Every field
@@ -106,6 +106,7 @@ def _train_config(args: argparse.Namespace) -> Config | None:
 # The flags that set one config field each (a new run's shorthands for --set).
 _FIELD_FLAGS = {
     "seed": "train.seed",
+    "recipe": "train.recipe",
     "data_dir": "data.data_dir",
     "holdout": "data.holdout",
     "tensorboard": "train.tensorboard",

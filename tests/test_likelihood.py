@@ -210,6 +210,11 @@ def test_likelihood_commands_on_a_run(tiny_run, capsys):
     assert report["features"]["name"] == "classifier2"
     assert 0 < report["settings"]["ess_fraction"] <= 1
     assert report["settings"]["gradient_evaluations"] <= 5  # the run's sample.steps
+    # Another chain length gets its own report: the run's own FID is not overwritten.
+    code, out, err = run_cli([*fid[:-3], "--steps", "3", "--no-progress"], capsys)
+    assert code == 0 and "fid-3steps.json" in out, err
+    assert json.loads((tiny_run / "eval" / "fid-3steps.json").read_text())["settings"]["steps"] == 3
+    assert not (tiny_run / "eval" / "fid.json").exists()
 
 
 @pytest.mark.parametrize(

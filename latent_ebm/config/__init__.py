@@ -3,7 +3,9 @@ YAML in and out, and validation that names the offending field.
 
 A configuration is resolved in this order, each step overriding the last:
 the dataclass defaults, a named preset (``latent_ebm/configs/<name>.yaml``), a user YAML file
-(``--config``), and ``section.field=value`` overrides (``--set``).
+(``--config``), and ``section.field=value`` overrides (``--set``); then the recipe
+(``train.recipe``, :mod:`~latent_ebm.config.recipes`) sets the fields it names that none of
+those gave.
 
 The package: :mod:`~latent_ebm.config.schema` (the fields), :mod:`~latent_ebm.config.io`
 (presets, YAML without aliases, overrides) and :mod:`~latent_ebm.config.validation`.
@@ -25,6 +27,7 @@ from latent_ebm.config.io import (
     resolve_config,
     save_config,
 )
+from latent_ebm.config.recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
 from latent_ebm.config.schema import (
     COMPILE_MODES,
     Config,
@@ -45,8 +48,10 @@ from latent_ebm.config.validation import (
 
 __all__ = [
     "COMPILE_MODES",
+    "DEFAULT_RECIPE",
     "MAX_CONFIG_BYTES",
     "PRESETS",
+    "RECIPES",
     "SEED_LIMIT",
     "Config",
     "DataConfig",
@@ -56,6 +61,7 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "apply_overrides",
+    "apply_recipe",
     "check_device",
     "check_seed",
     "clip",

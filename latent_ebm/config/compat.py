@@ -65,12 +65,23 @@ _ABSENT_MEANS = {("refit", "steps"): 0}  # no refit before version 0.3
 def old_meanings(d: dict[str, Any]) -> dict[str, Any]:
     """A run's ``config.yaml`` mapping ``d`` (fields under their current names) with the
     values that repeat what it meant when it was written: a field it lacks takes its value of
-    :data:`_ABSENT_MEANS`, and ``train.warm_steps`` is read by :func:`_old_warm_steps`."""
+    :data:`_ABSENT_MEANS`, ``train.recipe`` follows from the refit it ran
+    (:func:`_old_recipe`), and ``train.warm_steps`` is read by :func:`_old_warm_steps`."""
     if isinstance(d.get("prior"), dict):  # a run's config.yaml: every section is written
         for (section, key), value in _ABSENT_MEANS.items():
             if isinstance(d.get(section, {}), dict) and key not in d.get(section, {}):
                 d = {**d, section: {**d.get(section, {}), key: value}}
+        d = _old_recipe(d)
     return _old_warm_steps(d)
+
+
+def _old_recipe(d: dict[str, Any]) -> dict[str, Any]:
+    """A run saved before ``train.recipe`` existed: ``paper`` when it ran no refit
+    (``refit.steps`` 0), else ``refit`` (its other fields are in the file: the label only)."""
+    train, refit = d.get("train"), d.get("refit")
+    if not isinstance(train, dict) or "recipe" in train or not isinstance(refit, dict):
+        return d
+    return {**d, "train": {"recipe": "paper" if refit.get("steps") == 0 else "refit", **train}}
 
 
 def _old_warm_steps(d: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from latent_ebm.config.compat import RENAMED, current_keys, old_meanings
+from latent_ebm.config.recipes import apply_recipe, recipe_note
 from latent_ebm.config.schema import Config
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.files import NotRegularFileError, open_regular, write_atomic
@@ -272,12 +273,22 @@ def _from_file(path: Path, d: dict[str, Any], base: Config | None = None) -> Con
         raise LatentEBMError(f"config file {path}: {e}") from None
 
 
-def load_preset(name: str) -> Config:
-    """The defaults overridden by the named preset."""
+def _preset_file(name: str) -> Path:
     if name not in PRESETS:
         raise LatentEBMError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
-    path = _preset_dir() / f"{name}.yaml"
+    return _preset_dir() / f"{name}.yaml"
+
+
+def load_preset(name: str) -> Config:
+    """The defaults overridden by the named preset."""
+    path = _preset_file(name)
     return _from_file(path, _read_yaml(path))
+
+
+def _fields_named(d: dict[str, Any]) -> set[str]:
+    """The ``section.field`` names that a config file's mapping ``d`` sets (old names under
+    their new ones)."""
+    return {f"{s}.{k}" for s, sub in current_keys(d).items() if isinstance(sub, dict) for k in sub}
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -310,11 +321,18 @@ def resolve_config(
     overrides: list[str] = (),
 ) -> Config:
     """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated);
-    then :func:`keep_holdout_snapshots`."""
-    cfg = load_preset(preset) if preset else Config()
-    if config_file is not None:
-        cfg = _from_file(Path(config_file), _read_yaml(Path(config_file)), cfg)
-    return keep_holdout_snapshots(apply_overrides(cfg, list(overrides)))
+    then the recipe (``train.recipe``, :func:`~latent_ebm.config.recipes.apply_recipe`) sets
+    the fields it names that none of those gave; then :func:`keep_holdout_snapshots`."""
+    cfg, given = Config(), set()
+    for path in ([_preset_file(preset)] if preset else []) + (
+        [Path(config_file)] if config_file is not None else []
+    ):
+        d = _read_yaml(path)
+        cfg = _from_file(path, d, cfg)
+        given |= _fields_named(d)
+    cfg = apply_overrides(cfg, list(overrides))
+    given |= {item.partition("=")[0].strip() for item in overrides}
+    return keep_holdout_snapshots(apply_recipe(cfg, given))
 
 
 def keep_holdout_snapshots(cfg: Config) -> Config:
@@ -329,8 +347,9 @@ def keep_holdout_snapshots(cfg: Config) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``config.yaml`` (atomically: a crash leaves the old file or the new one)."""
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    """Write ``config.yaml`` (atomically: a crash leaves the old file or the new one), opened
+    by a comment on the run's recipe (:func:`~latent_ebm.config.recipes.recipe_note`)."""
+    text = recipe_note(cfg) + "\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     write_atomic(path, lambda f: f.write(text.encode()))
 
 

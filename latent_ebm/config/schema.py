@@ -78,6 +78,10 @@ class RefitConfig:
 
 @dataclass
 class TrainConfig:
+    # The recipe (config/recipes.py): refit (Algorithm 1, then the exact-noise refit) | paper
+    # (Algorithm 1 as the paper runs it: refit.steps 0). It sets the fields it names that no
+    # preset, file or --set gave; a field set by hand keeps its value
+    recipe: str = "refit"
     iters: int = 1500  # T, total training iterations, split evenly into the K stages
     batch_size: int = 100  # global mini-batch size
     lr: float = 1e-4  # Adam learning rate of the generator (paper A.3)

@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 from latent_ebm.config.io import clip, config_to_dict
+from latent_ebm.config.recipes import RECIPES
 from latent_ebm.config.schema import COMPILE_MODES, Config
 from latent_ebm.config.sizes import check_training_memory, check_training_work
 from latent_ebm.data import DATASETS
@@ -26,6 +27,7 @@ _CHOICES = {
     "prior.inference": ("current", "gaussian"),
     "refit.sampler": ("mala", "chain"),
     "refit.split": ("total", "stage"),
+    "train.recipe": tuple(RECIPES),
     "train.post_init": ("noise", "bank", "amortised"),
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,

@@ -244,8 +244,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Run ``metric`` (a key of :data:`METRICS`) on a run; write ``eval/<name>.json``
     (``name`` defaults to the metric, for ``fid`` followed by ``-<method>`` other than
-    ``langevin`` and ``-<features>`` other than ``classifier``, e.g. ``fid-smc-classifier2``;
-    ``name="fid500"`` keeps a 500-step FID beside ``fid``).
+    ``langevin``, ``-<features>`` other than ``classifier`` and ``-<steps>steps`` other than the
+    run's ``sample.steps``, e.g. ``fid-smc-classifier2``, ``fid-500steps``).
 
     ``checkpoint``: ``last`` (``checkpoint.pt``) or ``best`` (``best.pt``, kept by
     ``train.keep_best=fid``; the report's name then defaults to ``<metric>-best``).
@@ -346,6 +346,7 @@ def evaluate_run(
     if metric == "fid":  # one report per sampler and feature network: none overwrites another
         default += "" if method == "langevin" else f"-{method}"
         default += "" if features == "classifier" else f"-{features}"
+        default += "" if steps in (None, cfg.sample.steps) else f"-{steps}steps"
     default += "" if checkpoint == "last" else f"-{checkpoint}"
     default += sharpen_suffix(sharpen)
     path = write_report(run_dir, name or default, report)

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from latent_ebm.config import Config, apply_overrides, config_to_dict, load_config, validate
+from latent_ebm.config import (
+    RECIPES,
+    Config,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    validate,
+)
 from latent_ebm.distributed import resolve_device
 from latent_ebm.errors import LatentEBMError
 from latent_ebm.model import LatentEBM
@@ -75,7 +82,9 @@ def refit_config(
 ) -> Config:
     """The validated config of the prior ``label`` (:func:`parse_prior`) refitted on the
     generator of a run of ``source_cfg``: its kind and stages, then ``overrides``
-    (``section.field=value`` of :data:`REFIT_SECTIONS`), and ``refit.source`` = ``source``.
+    (``section.field=value`` of :data:`REFIT_SECTIONS`), and ``refit.source`` = ``source``. A
+    source that ran no refit (``refit.steps`` 0: the ``paper`` recipe) takes the ``refit``
+    recipe's ``refit.steps`` unless ``overrides`` set it.
 
     Raises:
         LatentEBMError: a bad label, an override of another section, a kind with nothing to
@@ -98,6 +107,10 @@ def refit_config(
     settings = [f"prior.kind={kind}"] + ([f"prior.stages={stages}"] if stages is not None else [])
     cfg = apply_overrides(copy.deepcopy(source_cfg), [*settings, *overrides])
     cfg.refit.source = source
+    if cfg.refit.steps == 0 and not any(
+        o.partition("=")[0].strip() == "refit.steps" for o in overrides
+    ):
+        cfg.refit.steps = RECIPES["refit"]["refit.steps"]  # a paper-recipe run: the refit recipe's
     if cfg.refit.steps == 0:
         raise LatentEBMError("refit.steps is 0: nothing would be fitted; set refit.steps > 0")
     return validate(cfg)
