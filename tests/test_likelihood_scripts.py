@@ -76,3 +76,46 @@ def test_same_generator_table(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(lik, "prior_normalisers", lambda *a, **k: pytest.fail("recomputed"))
     assert lik.main([str(out), *generators, "--priors", *labels, "--fid-n", "0"]) == 0
     assert (out / "likelihood.md").read_text() == table
+
+
+def test_recipe_gates(runs, tmp_path, monkeypatch):
+    """benchmarks/recipe_gates.py: each arm's values are the runs' reports, and each gate is the
+    project's paired criterion of them."""
+    script = load_script("recipe_gates")
+    paper, cand = tmp_path / "paper", tmp_path / "cand"
+    for arm, kind in ((paper, "gaussian"), (cand, "nce")):
+        arm.mkdir()
+        for s in (0, 1):
+            (arm / f"m-seed{s}").symlink_to(runs / f"{kind}-seed{s}")
+    out = tmp_path / "gates"
+    args = ["--paper", str(paper), "--candidate", str(cand), "--model", "m", "--seeds", "0", "1"]
+    args += ["--fid-n", "50", "--out", str(out), "--time", "1.49x (demo)"]
+    assert script.main(args) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    for arm, kind in (("paper", "gaussian"), ("candidate", "nce")):
+        for s in (0, 1):
+            eval_dir = runs / f"{kind}-seed{s}" / "eval"
+            row = record[arm][s]
+            assert (
+                row["fid-500steps"]
+                == json.loads((eval_dir / "fid-500steps.json").read_text())["value"]
+            )
+            nll = json.loads((eval_dir / "prior-nll.json").read_text())["stages"][-1]["nll"]
+            assert row["prior-nll"] == nll and set(row) == set(script.REPORTS)
+    fid = [[record[arm][s]["fid"] for s in (0, 1)] for arm in ("candidate", "paper")]
+    d, verdict = script.paired(*fid)
+    table = out.with_suffix(".md").read_text()
+    assert f"| FID lower than paper's (100-step chain) | {d.format(3)} | {verdict} |" in table
+    ratios = [record["candidate"][s]["fid-smc"] / record["candidate"][s]["fid"] for s in (0, 1)]
+    s, verdict = script.within(ratios)
+    assert (
+        f"| SMC FID within 10% of its 100-step FID (ratio) | {s.format(3)} | {verdict} |" in table
+    )
+    assert "| training wall time no longer than paper's | 1.49x (demo) | |" in table
+    # --table reads the reports: nothing is evaluated again.
+    monkeypatch.setattr(script, "evaluate_run", lambda *a, **k: pytest.fail("recomputed"))
+    assert script.main([*args, "--table"]) == 0
+    assert (
+        out.with_suffix(".json").read_text().replace(" --table", "")
+        == json.dumps({**record, "command": record["command"]}, indent=2) + "\n"
+    )
