@@ -1,4 +1,5 @@
-# `make demo`: install into .venv and train the digits demo (samples, figures, test MSE in runs/digits).
+# `make demo`: install into .venv, train the digits demo (samples, figures, test MSE in runs/digits)
+#   and print the FID of 5,000 of its samples (classifier features).
 # `make test`: install into .venv with the test tools (and the tensorboard and docs extras) and run
 #   the test suite, which builds the documentation site too (tests/test_docs.py).
 # `make docs`: build the documentation site into site/ (mkdocs build --strict).
@@ -22,6 +23,7 @@ install: $(BIN)/latent-ebm
 
 demo: install
 	$(BIN)/latent-ebm train --preset digits --out runs/digits --force
+	$(BIN)/latent-ebm eval runs/digits --metric fid --n 5000
 
 test: install
 	$(BIN)/python -m pytest -q

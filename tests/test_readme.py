@@ -185,9 +185,16 @@ def makefile_recipe(target: str) -> list[str]:
 
 
 def _make_demo(line: str, place: Place) -> Ran:
-    """Not make (it installs): the demo target's training command, tiny, in ``tour/``."""
-    command = next(c for c in makefile_recipe("demo") if c.startswith("latent-ebm train"))
-    return in_process(tiny_train(command.split()[1:]), place.tour)  # the tour starts from it
+    """Not make (it installs): the demo target's commands in ``tour/``, the training tiny and
+    the FID of 200 images; the tour starts from the run. The training's arguments, the
+    outputs of both."""
+    commands = [c.split()[1:] for c in makefile_recipe("demo") if c.startswith("latent-ebm ")]
+    assert [c[0] for c in commands] == ["train", "eval"], commands
+    ran = in_process(tiny_train(commands[0]), place.tour)
+    if ran.code != 0:
+        return ran
+    fid = in_process([*set_option(commands[1], "--n", "200"), "--no-progress"], place.tour)
+    return Ran(ran.args, fid.code, ran.out + fid.out, ran.err + fid.err)
 
 
 def _not_run(line: str, place: Place) -> Ran:
@@ -325,6 +332,9 @@ def _check_demo(ran: Ran, place: Place) -> None:
         assert (run / name).stat().st_size > 0
     assert read_metrics(run) and checkpoint_state(run)["iteration"] == ITERS
     assert (run / "eval/recon.json").exists() and "recon = " in ran.out
+    fid = json.loads((run / "eval/fid.json").read_text())
+    assert fid["settings"]["n"] == 200 and fid["features"]["name"] == "classifier"
+    assert f"fid = {fid['value']:.4f}" in ran.out
 
 
 def _check_make_test(ran: Ran, place: Place) -> None:
