@@ -109,7 +109,8 @@ def table(paper: list[dict], cand: list[dict], seeds: list[int], a: Any, command
         lines.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
     lines += ["", "| gate | paired over seeds (mean ± SE) | verdict |", "|---|---|---|"]
     for name, s, verdict in gates(paper, cand):
-        lines.append(f"| {name} | {'' if s is None else s.format(3)} | {verdict} |")
+        cell = "" if s is None else s.format(4 if name.startswith("recon") else 3)
+        lines.append(f"| {name} | {cell} | {verdict} |")
     if a.time:
         lines.append(f"| training wall time no longer than paper's | {a.time} | |")
     lines += [
