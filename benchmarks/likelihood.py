@@ -74,10 +74,13 @@ def finished(run: Path) -> bool:
     return state["iteration"] >= cfg.train.iters
 
 
-def evaluate(run: Path, fid_n: int, progress: bool) -> dict[str, dict[str, Any]]:
-    """Every report of one run, computed where missing."""
+def evaluate(
+    run: Path, fid_n: int, progress: bool, nll_images: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every report of one run, computed where missing (``nll`` of the first ``nll_images``
+    test images; ``None``: all)."""
     wanted: dict[str, dict[str, Any]] = {"prior-nll": {"metric": "prior-nll"}}
-    wanted["nll"] = {"metric": "nll"}
+    wanted["nll"] = {"metric": "nll", **({"n": nll_images} if nll_images else {})}
     if fid_n:
         wanted.update({k: {**v, "n": fid_n} for k, v in FIDS.items()})
     reports = {}
@@ -134,8 +137,13 @@ def table(results: dict[str, dict[int, dict[str, Any]]], title: str, command: st
                  for c in cols]  # fmt: skip
         ok = sum(converged(r) for r in runs.values())
         lines.append(f"| {m} | {len(runs)} | {ok} of {len(runs)} | " + " | ".join(cells) + " |")
+    images = sorted({r["nll"]["n"] for m in models for r in results[m].values()
+                     if "n" in r.get("nll", {})})  # fmt: skip
     lines += [
         "",
+        f"`-log p(x)`: the first {' / '.join(map(str, images))} test images of each run."
+        if images
+        else "",
         'Cells: mean ± standard error over seeds. "log Z converged": runs whose SMC estimate '
         "of every stage's log Z moved by at most 0.1 nats + 3 SE when the tempering steps were "
         "doubled, with a standard error of at most 0.25 nats (`eval --metric prior-nll`); "
@@ -228,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="OUT.md, OUT.json and OUT.png")
     p.add_argument("--table", action="store_true", help="only the table, from what is done")
     p.add_argument("--title", default="Likelihoods, end to end")
+    p.add_argument(
+        "--nll-images", type=int, help="nll: the first N test images (default: all of them)"
+    )
     args = p.parse_args(argv)
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for m in args.models:
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.table:
                 reports = {f.stem: json.loads(f.read_text()) for f in (run / "eval").glob("*.json")}
             else:
-                reports = evaluate(run, args.fid_n, progress=False)
+                reports = evaluate(run, args.fid_n, progress=False, nll_images=args.nll_images)
             results.setdefault(m, {})[s] = reports
     command = "python benchmarks/likelihood.py " + " ".join(argv or sys.argv[1:])
     write_text_file(args.out.with_suffix(".md"), table(results, args.title, command))

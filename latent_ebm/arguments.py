@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="recon | fid | anomaly | prior-nll (the test aggregate posterior's cross-entropy "
         "under every stage of the normalised prior) | nll (-log p(x) of the test split)",
     )
-    e.add_argument("--n", type=int, default=50_000, help="fid: generated images (50,000)")
+    e.add_argument(
+        "--n",
+        type=int,
+        default=50_000,
+        help="fid: generated images (50,000); nll: the first N test images (all by default)",
+    )
     e.add_argument(
         "--features",
         default="classifier",

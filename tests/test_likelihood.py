@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ebm.data import to_float
+from latent_ebm.data import load_dataset, to_float
 from latent_ebm.evaluation.likelihood import (
     bits_per_dim,
     log_px,
@@ -195,6 +195,9 @@ def test_likelihood_commands_on_a_run(tiny_run, capsys):
     assert code == 0, err
     report = json.loads((tiny_run / "eval" / "nll.json").read_text())
     assert report["bits_per_dim"] == pytest.approx(bits_per_dim(report["value"], 64))
+    assert report["n"] == len(load_dataset("digits").test_x)  # every test image by default
+    code, _, err = run_cli(["eval", tiny_run, "--metric", "nll", "--n", "7", *fast], capsys)
+    assert code == 0 and json.loads((tiny_run / "eval" / "nll.json").read_text())["n"] == 7, err
     assert math.isfinite(report["value"]) and report["ess"] >= 1
     code, out, err = run_cli(
         ["sample", tiny_run, "--n", "16", "--method", "smc", "--no-progress"], capsys
@@ -226,6 +229,7 @@ def test_likelihood_commands_on_a_run(tiny_run, capsys):
         (["--moves", "-1"], "--moves"),
         (["--chains", "1"], "--chains"),
         (["--samples", "0"], "--samples"),
+        (["--n", "0"], "--n must be a whole number >= 1 for nll"),
         (["--features", "vgg"], "--features"),
         (["--sharpen", "0"], "--sharpen"),
     ],

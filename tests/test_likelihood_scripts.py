@@ -46,6 +46,7 @@ def test_end_to_end_table(runs, tmp_path, monkeypatch):
     ok = sum(results["nce"][s]["prior-nll"]["converged"] for s in ("0", "1"))
     assert f"| nce | 2 | {ok} of 2 | {mean:.2f} ± {se:.2f} |" in table
     assert out.with_suffix(".png").stat().st_size > 0
+    assert f"the first {results['nce']['0']['nll']['n']} test images" in table
     # A rerun reads the reports: nothing is evaluated again.
     monkeypatch.setattr(script, "evaluate_run", lambda *a, **k: pytest.fail("recomputed"))
     assert script.main([str(runs), *fast]) == 0

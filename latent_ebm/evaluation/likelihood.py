@@ -309,13 +309,14 @@ def prior_nll_report(r: Request) -> dict[str, Any]:
 
 
 def nll_report(r: Request) -> dict[str, Any]:
-    """``eval --metric nll``: ``-log p(x)`` of the test split (:func:`log_px`), mean and
+    """``eval --metric nll``: ``-log p(x)`` of the test split's first ``n`` images
+    (:func:`log_px`; all of them by default), mean and
     standard error over the images (``log Z_K``'s added in quadrature), in nats per image and
     bits per dimension; the proposals' mean effective sample size."""
     post = r.posterior_chain()
     norm = _normalise(r)
     values, ess = log_px(
-        r.model, r.data.test_x, float(norm.log_z[-1]), chains=r.chains, samples=r.samples,
+        r.model, r.data.test_x[: r.n], float(norm.log_z[-1]), chains=r.chains, samples=r.samples,
         steps=post["steps"], step_size=post["step_size"], seed=r.seed, start=post["start"],
         batch_size=r.batch_size, progress=r.progress,
     )  # fmt: skip

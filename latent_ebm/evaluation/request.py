@@ -132,6 +132,8 @@ def check_options(
             raise LatentEBMError(
                 f"unknown --method '{method}' (choose from {', '.join(FID_METHODS)})"
             )
+    if metric == "nll" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise LatentEBMError(f"--n must be a whole number >= 1 for nll (test images), got {n!r}")
     if proposals < 1:
         raise LatentEBMError(f"--proposals must be at least 1, got {proposals}")
     if last < 1:
