@@ -18,8 +18,8 @@ computed where missing and kept in each run's ``eval/``:
 The gates, each paired by seed with the project's criterion (``stats.paired``, ``within``):
 the candidate's FID lower by more than 2 SE; its recon MSE and prior NLL no worse; its
 500-step and SMC FIDs within 10% of its 100-step FID. The training time gate is measured
-apart (``--time NOTE`` puts the measurement in the table). Writes ``OUT.md`` and
-``OUT.json``; ``--table``: only the table, from the reports there are.
+apart (``--time NOTE --time-verdict V`` put the measurement and its verdict in the table).
+Writes ``OUT.md`` and ``OUT.json``; ``--table``: only the table, from the reports there are.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def table(paper: list[dict], cand: list[dict], seeds: list[int], a: Any, command
         cell = "" if s is None else s.format(4 if name.startswith("recon") else 3)
         lines.append(f"| {name} | {cell} | {verdict} |")
     if a.time:
-        lines.append(f"| training wall time no longer than paper's | {a.time} | |")
+        lines.append(f"| training wall time no longer than paper's | {a.time} | {a.time_verdict} |")
     lines += [
         "",
         f"Seeds: {', '.join(map(str, seeds))}. Paired differences are candidate minus paper "
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="OUT.md and OUT.json")
     p.add_argument("--title", default="The recipe gates")
     p.add_argument("--time", help="the training-time measurement, as a note for the table")
+    p.add_argument(
+        "--time-verdict", default="", help="the time gate's verdict, by the measurement's own rule"
+    )
     p.add_argument("--table", action="store_true", help="only the table, from what is done")
     a = p.parse_args(argv)
     paper, cand = [], []

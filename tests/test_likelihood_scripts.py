@@ -90,7 +90,16 @@ def test_recipe_gates(runs, tmp_path, monkeypatch):
             (arm / f"m-seed{s}").symlink_to(runs / f"{kind}-seed{s}")
     out = tmp_path / "gates"
     args = ["--paper", str(paper), "--candidate", str(cand), "--model", "m", "--seeds", "0", "1"]
-    args += ["--fid-n", "50", "--out", str(out), "--time", "1.49x (demo)"]
+    args += [
+        "--fid-n",
+        "50",
+        "--out",
+        str(out),
+        "--time",
+        "1.49x (demo)",
+        "--time-verdict",
+        "fails",
+    ]
     assert script.main(args) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     for arm, kind in (("paper", "gaussian"), ("candidate", "nce")):
@@ -112,7 +121,7 @@ def test_recipe_gates(runs, tmp_path, monkeypatch):
     assert (
         f"| SMC FID within 10% of its 100-step FID (ratio) | {s.format(3)} | {verdict} |" in table
     )
-    assert "| training wall time no longer than paper's | 1.49x (demo) | |" in table
+    assert "| training wall time no longer than paper's | 1.49x (demo) | fails |" in table
     # --table reads the reports: nothing is evaluated again.
     monkeypatch.setattr(script, "evaluate_run", lambda *a, **k: pytest.fail("recomputed"))
     assert script.main([*args, "--table"]) == 0
