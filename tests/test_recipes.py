@@ -52,16 +52,24 @@ def test_paper_recipe_is_bit_identical_to_no_refit(tmp_path, capsys):
     a, b = tmp_path / "paper", tmp_path / "steps0"
     base = ["train", "--no-progress", "--no-eval", *NO_REFIT_STEPS]
     assert run_cli([*base, "--out", a, "--recipe", "paper"], capsys)[0] == 0
-    assert run_cli([*base, "--out", b, "--set", "refit.steps=0"], capsys)[0] == 0
+    assert (
+        run_cli([*base, "--out", b, "--recipe", "refit", "--set", "refit.steps=0"], capsys)[0] == 0
+    )
     assert_same_state(checkpoint_state(a), checkpoint_state(b))
     ca, cb = load_config(a / "config.yaml"), load_config(b / "config.yaml")
-    assert ca.train.recipe == "paper" and cb.train.recipe == DEFAULT_RECIPE
+    assert ca.train.recipe == "paper" and cb.train.recipe == "refit"
     cb.train.recipe = "paper"
     assert ca == cb  # the same run, field for field
     first = (a / "config.yaml").read_text().splitlines()[0]
     assert first.startswith("# recipe paper: refit.steps=0;"), first
     note = (b / "config.yaml").read_text().splitlines()[0]
-    assert f"refit.steps={RECIPES[DEFAULT_RECIPE]['refit.steps']} (this run: 0)" in note, note
+    assert f"refit.steps={RECIPES['refit']['refit.steps']} (this run: 0)" in note, note
+    # The default recipe's run is the same run as naming that recipe.
+    c = tmp_path / "default"
+    assert run_cli([*base, "--out", c], capsys)[0] == 0
+    named = a if DEFAULT_RECIPE == "paper" else None
+    if named is not None:
+        assert_same_state(checkpoint_state(named), checkpoint_state(c))
 
 
 def test_config_yaml_records_the_recipe_and_round_trips(tmp_path):
@@ -106,8 +114,9 @@ def test_bad_recipe_and_resume_with_another_recipe(tmp_path, capsys):
     assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
     run = tmp_path / "run"
     assert run_cli(["train", "--out", run, "--no-progress", "--no-eval", *SETS], capsys)[0] == 0
-    code, _, err = run_cli(["train", "--out", run, "--resume", "--recipe", "paper"], capsys)
-    assert_one_line(code, err, "--recipe paper would change train.recipe from refit")
+    other = next(r for r in RECIPES if r != DEFAULT_RECIPE)
+    code, _, err = run_cli(["train", "--out", run, "--resume", "--recipe", other], capsys)
+    assert_one_line(code, err, f"--recipe {other} would change train.recipe from {DEFAULT_RECIPE}")
 
 
 def test_refit_of_a_paper_run_takes_the_refit_recipe():

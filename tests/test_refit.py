@@ -269,4 +269,4 @@ def test_a_run_saved_before_the_refit_existed_keeps_meaning_no_refit(tmp_path):
     assert tiny_config("refit.steps=4000").refit.steps == 4000
     from latent_ebm.config import Config
 
-    assert Config().refit.steps == 4000  # new configs refit by default
+    assert Config().refit.steps == 0  # new configs: the paper recipe, no refit

@@ -5,10 +5,13 @@ a field set by hand keeps its value. Every recipe names the same fields, so swit
 changes all of them. The schema's defaults are those of the default recipe
 (:data:`DEFAULT_RECIPE`), so ``Config()`` is that recipe.
 
-- ``paper``: Algorithm 1 as the paper runs it: no post-hoc refit, noise-started chains.
+- ``paper`` (the default): Algorithm 1 as the paper runs it: no post-hoc refit,
+  noise-started chains.
 - ``refit``: Algorithm 1, then the post-hoc refit of the ratios on the final generator's
   aggregate posterior against exact (MALA) noise (ARCHITECTURE §4), ``refit.steps`` Adam
-  updates in all.
+  updates in all. A better density and sampler than ``paper`` on every measured count, but it
+  trains about 1.45x as long on the digits preset, so it fails issue 32's time gate and is not
+  the default (``benchmarks/RESULTS.md``, "The recipe switch").
 
 A run's ``config.yaml`` holds every field's value, the recipe's included, and opens with a
 comment naming the recipe and what it sets (:func:`recipe_note`).

@@ -52,7 +52,7 @@ class RefitConfig:
     # The post-hoc refit after the last iteration (ARCHITECTURE §4; beyond the paper): the ratio
     # priors re-learn their ratios on posterior samples of the final generator. Also the
     # settings of `latent-ebm refit`. An older config.yaml names them prior.refit_*.
-    steps: int = 4000  # Adam updates in all (split over the stages of adaptive); 0: off (paper)
+    steps: int = 0  # Adam updates in all (split over adaptive's stages); 0: off (recipe paper)
     # How adaptive's refit shares refit.steps out: total (split evenly over its K stages) |
     # stage (every stage gets refit.steps, K * refit.steps in all; beyond the paper)
     split: str = "total"
@@ -78,10 +78,10 @@ class RefitConfig:
 
 @dataclass
 class TrainConfig:
-    # The recipe (config/recipes.py): refit (Algorithm 1, then the exact-noise refit) | paper
-    # (Algorithm 1 as the paper runs it: refit.steps 0). It sets the fields it names that no
+    # The recipe (config/recipes.py): paper (Algorithm 1 as the paper runs it: refit.steps 0) |
+    # refit (Algorithm 1, then the exact-noise refit). It sets the fields it names that no
     # preset, file or --set gave; a field set by hand keeps its value
-    recipe: str = "refit"
+    recipe: str = "paper"
     iters: int = 1500  # T, total training iterations, split evenly into the K stages
     batch_size: int = 100  # global mini-batch size
     lr: float = 1e-4  # Adam learning rate of the generator (paper A.3)

@@ -262,8 +262,9 @@ def evaluate_run(
     (:mod:`~latent_ebm.evaluation.likelihood`) normalise the prior by SMC: ``particles``,
     ``repeats``, ``temperatures`` per stage and ``moves`` (:class:`~latent_ebm.smc.
     SMCSettings`); ``nll`` scores the first ``n`` test images (all of them at the default),
-    fits its proposals to ``chains`` posterior chains per image and draws ``samples`` of them. Returns the report: metric, run, iteration, value, split,
-    settings (and features for ``fid``), wall time.
+    fits its proposals to ``chains`` posterior chains per image and draws ``samples`` of them.
+    Returns the report: metric, run, iteration, value, split, settings (and features for
+    ``fid``), wall time.
 
     Every argument is checked before any work (each message names the command-line option);
     the run is read by :func:`latent_ebm.rundir.load_run` (its ``config.yaml`` validated, the
