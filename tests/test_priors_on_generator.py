@@ -267,3 +267,10 @@ def test_stage_figure_points(pog, tmp_path, monkeypatch):
     assert fid500["adaptive"] == [(1, 11.0, 2.0, 2), (2, 5.0, 0.0, 1)]
     path = pog.stage_figure(results, curves, ["fid", "fid500"], tmp_path / "s.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_points_of_a_stage_without_values():
+    """A run measured at some stages only (a partly done table): no point, no crash."""
+    from latent_ebm.experiments.figures import points_of
+
+    assert points_of({0: [], 1: [1.0, 3.0], 2: [5.0]}) == [(1, 2.0, 1.0, 2), (2, 5.0, 0.0, 1)]

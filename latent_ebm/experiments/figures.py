@@ -48,9 +48,11 @@ Points = list[tuple[int, float, float, int]]  # (stages, mean, se, n) in stage o
 
 def points_of(by_stage: dict[int, list[float]]) -> Points:
     """A curve's points from its values at each number of stages: mean, standard error
-    (0 with one value) and count, in stage order."""
+    (0 with one value) and count, in stage order; a stage without values has no point."""
     points = []
     for k in sorted(by_stage):
+        if not by_stage[k]:
+            continue
         s = summarize(by_stage[k])
         points.append((k, s.mean, 0.0 if math.isnan(s.se) else s.se, s.n))
     return points
