@@ -83,13 +83,23 @@ def evaluate(
     wanted["nll"] = {"metric": "nll", **({"n": nll_images} if nll_images else {})}
     if fid_n:
         wanted.update({k: {**v, "n": fid_n} for k, v in FIDS.items()})
+    return reports_of(run, wanted, progress)
+
+
+def reports_of(
+    run: Path, wanted: dict[str, dict[str, Any]], progress: bool, compute: bool = True
+) -> dict[str, dict[str, Any]]:
+    """The reports ``eval/<name>.json`` of ``run`` for each ``name`` of ``wanted``, each
+    computed by :func:`evaluate_run` with its settings where missing (when ``compute``; else
+    a missing one is left out)."""
     reports = {}
     for name, kw in wanted.items():
         path = run / "eval" / f"{name}.json"
-        if not path.exists():
+        if not path.exists() and compute:
             print(f"{run.name}: {name}", flush=True)
             evaluate_run(run, name=name, progress=progress, **kw)
-        reports[name] = json.loads(path.read_text())
+        if path.exists():
+            reports[name] = json.loads(path.read_text())
     return reports
 
 
@@ -115,7 +125,7 @@ def _summ(values: list[float | None]) -> Summary | None:
     return summarize(v) if v else None
 
 
-def _paired(a: list[float | None], b: list[float | None]) -> tuple[Summary | None, str]:
+def paired_present(a: list[float | None], b: list[float | None]) -> tuple[Summary | None, str]:
     """:func:`paired` over the seeds where both have a value (``a`` lower: negative)."""
     both = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
     if len(both) < 2:
@@ -162,7 +172,7 @@ def table(results: dict[str, dict[int, dict[str, Any]]], title: str, command: st
             seeds = sorted(set(flagship) & set(results[base]))
             a = [value(flagship[s], column) for s in seeds]
             b = [value(results[base][s], column) for s in seeds]
-            d, verdict = _paired(a, b)
+            d, verdict = paired_present(a, b)
             both = [flagship[s] for s in seeds] + [results[base][s] for s in seeds]
             if column == "nll" and not all(converged(r) for r in both):
                 verdict = "not resolved (log Z did not converge)"
@@ -177,7 +187,7 @@ def table(results: dict[str, dict[int, dict[str, Any]]], title: str, command: st
             smc = "fid-smc-c2" if other == "fid-c2" else "fid-smc"
             a = [value(results[m][s], smc) for s in seeds]
             b = [value(results[m][s], other) for s in seeds]
-            d, verdict = _paired(a, b)
+            d, verdict = paired_present(a, b)
             if d is not None:
                 claim = f"{m}: SMC's FID below its {what}'s at equal cost"
                 lines.append(f"| {claim} | {_cell(d)} | {verdict} |")

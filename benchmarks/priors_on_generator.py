@@ -209,10 +209,11 @@ def read_results(out: Path) -> dict[tuple[str, str | None], dict]:
     return {(r["run"], r["label"]): r for r in map(json.loads, lines)}
 
 
-def _suffix(network: str) -> str:
-    """What a FID's result key adds for its feature ``network``: nothing for ``classifier``
-    (the tables' FID), ``_<network>`` for another."""
-    return "" if network == "classifier" else f"_{network}"
+def _result_key(steps: int, cfg: Any, network: str) -> str:
+    """The result key of the FID of ``steps``-step chains (:func:`_key`) in ``network``'s
+    features: :func:`_key` for ``classifier`` (the tables' FID), ``_<network>`` added for
+    another."""
+    return _key(steps, cfg) + ("" if network == "classifier" else f"_{network}")
 
 
 def scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[str, float]:
@@ -225,8 +226,7 @@ def scores(cfg: Any, model: Any, steps: list[int], n: int, ctx: dict) -> dict[st
             model, n, seed=cfg.train.seed, progress=True, steps=k, step_size=cfg.sample.step_size
         )
         for network, (ext, ref) in ctx["spaces"].items():
-            key = _key(k, cfg) + _suffix(network)
-            out[key] = fid_at(model, z, ctx["train_x"], ext, reference=ref)
+            out[_result_key(k, cfg, network)] = fid_at(model, z, ctx["train_x"], ext, reference=ref)
     return out
 
 
@@ -353,9 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(Path(run) / CONFIG)  # the config only: no checkpoint to load
             steps = [cfg.sample.steps, *a.steps]
             old = results.get((run, label), {"run": run, "label": label})
-            wanted = [
-                k for k in steps if any(_key(k, cfg) + _suffix(f) not in old for f in networks)
-            ]
+            wanted = [k for k in steps if any(_result_key(k, cfg, f) not in old for f in networks)]
             if (run, None) in results and not wanted:
                 continue
             cfg, model, info = _fitted(run, label, a.set, z_q(run), a.out)

@@ -30,18 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from latent_ebm.evaluation import evaluate_run
-from latent_ebm.experiments.stats import (
-    CRITERION,
-    Summary,
-    no_worse,
-    paired,
-    summarize,
-    within,
-)
+from latent_ebm.experiments.stats import CRITERION, Summary, no_worse, summarize, within
 from latent_ebm.rundir.layout import write_text_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from likelihood import paired_present, reports_of
 from priors_on_generator import script_command
 
 REPORTS = {  # report name -> evaluate_run settings (fid's n from --fid-n)
@@ -53,37 +46,28 @@ REPORTS = {  # report name -> evaluate_run settings (fid's n from --fid-n)
 }
 
 
-def reports_of(run: Path, fid_n: int, compute: bool) -> dict[str, float]:
+def values_of(run: Path, fid_n: int, compute: bool) -> dict[str, float]:
     """The values of :data:`REPORTS` for ``run`` (prior-nll: its last stage), each computed
-    where missing when ``compute``."""
-    out = {}
-    for name, kw in REPORTS.items():
-        path = run / "eval" / f"{name}.json"
-        if not path.exists() and compute:
-            print(f"{run}: {name}", flush=True)
-            n = {"n": fid_n} if kw["metric"] == "fid" else {}
-            evaluate_run(run, name=name, progress=False, **kw, **n)
-        if path.exists():
-            r = json.loads(path.read_text())
-            out[name] = r["stages"][-1]["nll"] if name == "prior-nll" else r["value"]
-    return out
+    where missing when ``compute`` (:func:`likelihood.reports_of`)."""
+    wanted = {k: {**kw, "n": fid_n} if kw["metric"] == "fid" else kw for k, kw in REPORTS.items()}
+    reports = reports_of(run, wanted, progress=False, compute=compute)
+    return {
+        name: r["stages"][-1]["nll"] if name == "prior-nll" else r["value"]
+        for name, r in reports.items()
+    }
 
 
 def gates(paper: list[dict], cand: list[dict]) -> list[tuple[str, Summary | None, str]]:
     """Each gate: its name, the paired summary (differences candidate - paper, or the
     candidate's ratios) and its verdict, over the seeds where both arms have the values."""
 
-    def both(key: str) -> tuple[list[float], list[float]]:
-        pairs = [
-            (c[key], p[key]) for c, p in zip(cand, paper, strict=True) if key in c and key in p
-        ]
-        return [c for c, _ in pairs], [p for _, p in pairs]
+    def both(key: str) -> tuple[list[float | None], list[float | None]]:
+        return [c.get(key) for c in cand], [p.get(key) for p in paper]
 
     out: list[tuple[str, Summary | None, str]] = []
-    c, p = both("fid")
-    out.append(("FID lower than paper's (100-step chain)", *_paired(c, p)))
+    out.append(("FID lower than paper's (100-step chain)", *paired_present(*both("fid"))))
     for key, name in (("recon", "recon MSE"), ("prior-nll", "prior NLL")):
-        d, _ = _paired(*both(key))
+        d, _ = paired_present(*both(key))
         verdict = "not resolved" if d is None else no_worse(d, Summary(0.0, 0.0, d.n))
         out.append((f"{name} no worse than paper's", d, verdict))
     for key, name in (("fid-500steps", "500-step"), ("fid-smc", "SMC")):
@@ -91,10 +75,6 @@ def gates(paper: list[dict], cand: list[dict]) -> list[tuple[str, Summary | None
         s, verdict = within(ratios) if len(ratios) > 1 else (None, "not resolved")
         out.append((f"{name} FID within 10% of its 100-step FID (ratio)", s, verdict))
     return out
-
-
-def _paired(c: list[float], p: list[float]) -> tuple[Summary | None, str]:
-    return paired(c, p) if len(c) > 1 else (None, "not resolved")
 
 
 def table(paper: list[dict], cand: list[dict], seeds: list[int], a: Any, command: str) -> str:
@@ -139,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     paper, cand = [], []
     for s in a.seeds:
         for folder, rows in ((a.paper, paper), (a.candidate, cand)):
-            rows.append(reports_of(folder / f"{a.model}-seed{s}", a.fid_n, not a.table))
+            rows.append(values_of(folder / f"{a.model}-seed{s}", a.fid_n, not a.table))
     command = script_command(__file__, argv)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_file(a.out.with_suffix(".md"), table(paper, cand, a.seeds, a, command))

@@ -65,11 +65,11 @@ def test_paper_recipe_is_bit_identical_to_no_refit(tmp_path, capsys):
     note = (b / "config.yaml").read_text().splitlines()[0]
     assert f"refit.steps={RECIPES['refit']['refit.steps']} (this run: 0)" in note, note
     # The default recipe's run is the same run as naming that recipe.
-    c = tmp_path / "default"
+    c, named = tmp_path / "default", tmp_path / "named"
     assert run_cli([*base, "--out", c], capsys)[0] == 0
-    named = a if DEFAULT_RECIPE == "paper" else None
-    if named is not None:
-        assert_same_state(checkpoint_state(named), checkpoint_state(c))
+    assert run_cli([*base, "--out", named, "--recipe", DEFAULT_RECIPE], capsys)[0] == 0
+    assert_same_state(checkpoint_state(named), checkpoint_state(c))
+    assert load_config(named / "config.yaml") == load_config(c / "config.yaml")
 
 
 def test_config_yaml_records_the_recipe_and_round_trips(tmp_path):

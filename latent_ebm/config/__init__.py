@@ -24,6 +24,7 @@ from latent_ebm.config.io import (
     keep_holdout_snapshots,
     load_config,
     load_preset,
+    override_fields,
     resolve_config,
     save_config,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "load_config",
     "load_preset",
     "num_stages",
+    "override_fields",
     "resolve_config",
     "save_config",
     "validate",

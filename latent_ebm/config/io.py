@@ -13,6 +13,7 @@ import dataclasses
 import os
 import select
 import typing
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "keep_holdout_snapshots",
     "load_config",
     "load_preset",
+    "override_fields",
     "parse_yaml",
     "resolve_config",
     "save_config",
@@ -291,6 +293,11 @@ def _fields_named(d: dict[str, Any]) -> set[str]:
     return {f"{s}.{k}" for s, sub in current_keys(d).items() if isinstance(sub, dict) for k in sub}
 
 
+def override_fields(overrides: Iterable[str]) -> set[str]:
+    """The ``section.field`` names that ``section.field=value`` overrides set."""
+    return {item.partition("=")[0].strip() for item in overrides}
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.field=value`` strings; values are parsed as YAML (:func:`parse_yaml`;
     text that is not valid YAML is taken as a string).
@@ -323,15 +330,15 @@ def resolve_config(
     """Defaults, then preset, then YAML file, then ``--set`` overrides (not yet validated);
     then the recipe (``train.recipe``, :func:`~latent_ebm.config.recipes.apply_recipe`) sets
     the fields it names that none of those gave; then :func:`keep_holdout_snapshots`."""
-    cfg, given = Config(), set()
-    for path in ([_preset_file(preset)] if preset else []) + (
-        [Path(config_file)] if config_file is not None else []
-    ):
+    files = [_preset_file(preset)] if preset else []
+    if config_file is not None:
+        files.append(Path(config_file))
+    cfg, given = Config(), override_fields(overrides)
+    for path in files:
         d = _read_yaml(path)
         cfg = _from_file(path, d, cfg)
         given |= _fields_named(d)
     cfg = apply_overrides(cfg, list(overrides))
-    given |= {item.partition("=")[0].strip() for item in overrides}
     return keep_holdout_snapshots(apply_recipe(cfg, given))
 
 

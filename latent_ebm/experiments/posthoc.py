@@ -25,6 +25,7 @@ from latent_ebm.config import (
     apply_overrides,
     config_to_dict,
     load_config,
+    override_fields,
     validate,
 )
 from latent_ebm.distributed import resolve_device
@@ -107,9 +108,7 @@ def refit_config(
     settings = [f"prior.kind={kind}"] + ([f"prior.stages={stages}"] if stages is not None else [])
     cfg = apply_overrides(copy.deepcopy(source_cfg), [*settings, *overrides])
     cfg.refit.source = source
-    if cfg.refit.steps == 0 and not any(
-        o.partition("=")[0].strip() == "refit.steps" for o in overrides
-    ):
+    if cfg.refit.steps == 0 and "refit.steps" not in override_fields(overrides):
         cfg.refit.steps = RECIPES["refit"]["refit.steps"]  # a paper-recipe run: the refit recipe's
     if cfg.refit.steps == 0:
         raise LatentEBMError("refit.steps is 0: nothing would be fitted; set refit.steps > 0")
